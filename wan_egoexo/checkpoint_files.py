@@ -28,32 +28,32 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
-def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
+def read_safetensors_header(path: str | os.PathLike, expected: str | None = None) -> dict[str, TensorInfo]:
     """Parse and validate a safetensors header without reading any tensor data.
 
     Raises ModelFileError naming the file when it is missing, not a safetensors file, or
-    shorter than its header says (a truncated download).
+    shorter than its header says (a truncated download); ``expected`` says what file was wanted.
     """
     path = Path(path)
+    wanted = expected or "a .safetensors file"
     if not path.is_file():
-        raise ModelFileError(path, "no such file.")
+        raise ModelFileError(path, "no such file.", expected)
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
-            raise ModelFileError(path, f"is {size} bytes long, too short to be a safetensors file.",
-                                 "a .safetensors file")
+            raise ModelFileError(path, f"is {size} bytes long, too short to be a safetensors file.", wanted)
         (header_len,) = struct.unpack("<Q", head)
         if header_len == 0 or header_len > min(_MAX_HEADER_BYTES, size - 8):
             raise ModelFileError(path, "is not a safetensors file (its first 8 bytes are not a valid header length).",
-                                 "a .safetensors file")
+                                 wanted)
         raw = handle.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
     except (UnicodeDecodeError, ValueError):
-        raise ModelFileError(path, "is not a safetensors file (its header is not JSON).", "a .safetensors file") from None
+        raise ModelFileError(path, "is not a safetensors file (its header is not JSON).", wanted) from None
     header.pop("__metadata__", None)
     data_len = size - 8 - header_len
     infos: dict[str, TensorInfo] = {}
@@ -63,11 +63,11 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
             start, stop = entry["data_offsets"]
             infos[key] = TensorInfo(entry["dtype"], tuple(int(d) for d in entry["shape"]))
         except (KeyError, TypeError, ValueError):
-            raise ModelFileError(path, f"has a malformed header entry for {key!r}.", "a .safetensors file") from None
+            raise ModelFileError(path, f"has a malformed header entry for {key!r}.", wanted) from None
         end = max(end, int(stop))
     if end > data_len:
         raise ModelFileError(path, f"is truncated: its header describes {end} bytes of tensor data but only "
-                             f"{data_len} are present (an incomplete download?).", "the complete file")
+                             f"{data_len} are present (an incomplete download?).", f"the complete file: {wanted}")
     return infos
 
 
