@@ -1,0 +1,139 @@
+"""Flow-matching sampling of the target latents: UniPC (flow mode, the reference) or Euler,
+flow shift, text-only classifier-free guidance run as one batched forward, CPU-seeded noise,
+partial denoising from an input, and a per-step callback for progress, previews and cancelling.
+
+Latents here are normalised (see latents.py); the model is only reached through predict_flow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+from .errors import InputError
+from .in_context import predict_flow
+
+SOLVERS = ("unipc", "euler")
+
+
+@dataclass
+class SamplingSettings:
+    """The authors' reference settings are the defaults."""
+
+    steps: int = 50
+    cfg: float = 5.0
+    shift: float = 5.0
+    solver: str = "unipc"
+    seed: int = 1234
+    denoise: float = 1.0
+
+    def validate(self) -> "SamplingSettings":
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
+            raise InputError(f"steps: expected an integer from 1 to 1000, got {self.steps!r}.")
+        if not self.cfg >= 0:
+            raise InputError(f"cfg: expected a guidance scale >= 0 (1 = no guidance), got {self.cfg!r}.")
+        if not self.shift > 0:
+            raise InputError(f"shift: expected a flow shift > 0, got {self.shift!r}.")
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver: {self.solver!r} is not supported; expected one of {SOLVERS}.")
+        if not 0 < self.denoise <= 1:
+            raise InputError(f"denoise: expected a strength in (0, 1], got {self.denoise!r}.")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+            raise InputError(f"seed: expected an integer from 0 to 2**64-1, got {self.seed!r}.")
+        return self
+
+
+@dataclass
+class StepInfo:
+    """What the per-step callback receives; raising from the callback stops sampling."""
+
+    step: int  # 1-based index of the step just finished
+    total: int
+    timestep: float
+    latents: torch.Tensor  # current noisy target latents (normalised)
+    denoised: torch.Tensor  # the model's estimate of the clean target at this step (for previews)
+
+
+def make_scheduler(solver: str = "unipc", shift: float = 5.0):
+    """The reference solver is diffusers' UniPC in flow-prediction mode (the Wan2.2 scheduler config)."""
+    if solver == "unipc":
+        return UniPCMultistepScheduler(
+            num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
+            flow_shift=shift, solver_order=2, solver_type="bh2", final_sigmas_type="zero",
+        )
+    if solver == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+    raise InputError(f"solver: {solver!r} is not supported; expected one of {SOLVERS}.")
+
+
+def initial_noise(shape, seed: int) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU so a seed gives the same noise on every device."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+
+
+def sample_target(transformer, source, text_embeds, negative_embeds=None, reference=None,
+                  positions="collaborative", settings: SamplingSettings | None = None,
+                  init_latents=None, callback=None) -> torch.Tensor:
+    """Generate the target latents (normalised, float32, shaped like ``source``).
+
+    text_embeds / negative_embeds: [B or 1, L, D]; guidance runs when cfg != 1 and a negative is given.
+    init_latents: clean target latents to start from when settings.denoise < 1.
+    callback: called with a StepInfo after every step; an exception raised there stops sampling
+    and propagates (the model is never modified, so it stays usable).
+    """
+    settings = (settings or SamplingSettings()).validate()
+    device = transformer.patch_embedding.weight.device
+    batch = source.shape[0]
+    source = source.to(device=device, dtype=torch.float32)
+    reference = None if reference is None else reference.to(device=device, dtype=torch.float32)
+
+    def per_batch(embeds, name):
+        if embeds.ndim != 3 or embeds.shape[0] not in (1, batch):
+            raise InputError(f"{name}: expected [1 or {batch}, L, D], got {tuple(embeds.shape)}.")
+        return embeds.to(device=device, dtype=torch.float32).expand(batch, -1, -1)
+
+    cond = per_batch(text_embeds, "text_embeds")
+    guided = settings.cfg != 1.0 and negative_embeds is not None
+    if guided:
+        uncond = per_batch(negative_embeds, "negative_embeds")
+        if uncond.shape[1] != cond.shape[1]:
+            raise InputError(f"negative_embeds has {uncond.shape[1]} tokens but text_embeds has {cond.shape[1]}; "
+                             "encode both to the same length (512).")
+        text = torch.cat([cond, uncond])
+        source_in = torch.cat([source, source])
+        reference_in = None if reference is None else torch.cat([reference, reference])
+    else:
+        text, source_in, reference_in = cond, source, reference
+
+    scheduler = make_scheduler(settings.solver, settings.shift)
+    scheduler.set_timesteps(settings.steps, device=device)
+    start = settings.steps - max(1, round(settings.steps * settings.denoise))
+    timesteps = scheduler.timesteps[start:]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    noise = initial_noise(source.shape, settings.seed).to(device)
+    if settings.denoise < 1.0:
+        if init_latents is None or init_latents.shape != source.shape:
+            got = None if init_latents is None else tuple(init_latents.shape)
+            raise InputError(f"denoise < 1 needs init_latents shaped like the source {tuple(source.shape)}, got {got}.")
+        sigma = float(scheduler.sigmas[start])
+        latents = (1.0 - sigma) * init_latents.to(device=device, dtype=torch.float32) + sigma * noise
+    else:
+        latents = noise
+
+    for i, t in enumerate(timesteps):
+        model_in = torch.cat([latents, latents]) if guided else latents
+        t_batch = t.to(device=device, dtype=torch.float32).expand(model_in.shape[0])
+        flow = predict_flow(transformer, model_in, t_batch, text, source_in, reference_in, positions).float()
+        if guided:
+            flow_cond, flow_uncond = flow.chunk(2)
+            flow = flow_uncond + settings.cfg * (flow_cond - flow_uncond)
+        sigma = float(scheduler.sigmas[start + i])
+        denoised = latents - sigma * flow
+        latents = scheduler.step(flow, t, latents, return_dict=False)[0]
+        if callback is not None:
+            callback(StepInfo(i + 1, len(timesteps), float(t), latents, denoised))
+    return latents
