@@ -1,0 +1,377 @@
+"""Fitting any clip or image to the model grid (frame rate, 4k+1 frames, multiple-of-32 size), and undoing it.
+
+``fit_video`` picks source frames in time (nearest source frame at the target fps, or every Nth
+frame; never interpolated), pads the count to 4k+1 by repeating the last real frame, and maps a
+source region onto the target size by centre crop, letterbox (pad) or stretch. Everything needed to
+go back is kept in ``FitInfo``; ``unfit_video`` drops the repeated frames and maps the target region
+back to the size that source region had.
+
+Geometry is kept as two boxes (x, y, width, height):
+  crop_box     the source region that was used (the centre crop in "crop" mode, else the whole frame);
+  content_box  where that region sits in the fitted frame (the letterbox in "pad" mode, else all of it).
+Undoing therefore yields the source size for "pad" and "stretch", and the size of the kept region for
+"crop" (the cut-away borders never reached the model, so they cannot come back).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+GRID = 32  # 16x VAE compression times the 2x2 patch
+MODES = ("crop", "pad", "stretch")
+LANDSCAPE_SIZE = (1280, 704)  # (width, height) of the reference setting
+PORTRAIT_SIZE = (704, 1280)
+SQUARE_SIZE = (960, 960)  # about the same area as 1280x704
+SQUARE_TOLERANCE = 1.1  # sides within 10% of each other count as square
+_CHUNK = 8  # frames resized at a time, to bound memory for long high-resolution clips
+
+Box = tuple[int, int, int, int]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value) -> bool:
+    return _is_number(value) and math.isfinite(value) and int(value) == value
+
+
+def _nearest_multiples(value: float) -> str:
+    low = max(GRID, math.floor(value / GRID) * GRID)
+    high = max(GRID, math.ceil(value / GRID) * GRID)
+    return f"{low}" if low == high else f"{low} or {high}"
+
+
+@dataclass
+class FitOptions:
+    """How to fit a clip. width/height None = automatic (see ``choose_target_size``).
+
+    Time: ``fps`` resamples to that rate (nearest source frame); set ``fps=None`` and ``frame_stride=N``
+    to take every Nth frame instead; with both None every frame is used at the source rate.
+    """
+
+    width: int | None = None
+    height: int | None = None
+    max_frames: int = 49
+    fps: float | None = 8.0
+    frame_stride: int | None = None
+    start_frame: int = 0
+    mode: str = "crop"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not _is_whole(value) or value < GRID or value % GRID:
+                finite = _is_number(value) and math.isfinite(value)
+                nearest = f"; nearest valid values: {_nearest_multiples(value)}" if finite else ""
+                raise InputError(f"{name}: {value!r} is not a positive multiple of {GRID}{nearest}.")
+        n = self.max_frames
+        if not _is_whole(n) or n < 1 or (n - 1) % 4:
+            low = max(1, math.floor((n - 1) / 4) * 4 + 1) if _is_number(n) and math.isfinite(n) else 45
+            raise InputError(f"max_frames: {n!r} is not of the form 4k+1 (1, 5, 9, ..., 49); "
+                             f"nearest valid values: {low} or {low + 4}.")
+        if self.fps is not None and self.frame_stride is not None:
+            raise InputError(f"fps ({self.fps!r}) and frame_stride ({self.frame_stride!r}) are mutually exclusive; "
+                             "set fps=None to take every Nth frame, or frame_stride=None to resample to fps.")
+        if self.fps is not None and not (_is_number(self.fps) and math.isfinite(self.fps) and self.fps > 0):
+            raise InputError(f"fps: {self.fps!r} is invalid; expected a positive frame rate or None.")
+        stride = self.frame_stride
+        if stride is not None and (not _is_whole(stride) or stride < 1):
+            raise InputError(f"frame_stride: {stride!r} is invalid; expected a positive integer or None.")
+        if not _is_whole(self.start_frame) or self.start_frame < 0:
+            raise InputError(f"start_frame: {self.start_frame!r} is invalid; expected an integer >= 0.")
+        if self.mode not in MODES:
+            raise InputError(f"mode: {self.mode!r} is not supported; expected one of {', '.join(MODES)}.")
+        # Whole-number floats (e.g. from a UI or JSON) become ints so they can index and slice.
+        for name in ("width", "height", "max_frames", "frame_stride", "start_frame"):
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
+
+
+@dataclass
+class FitInfo:
+    """Everything ``unfit_video`` needs; JSON-serialisable through to_dict / from_dict.
+
+    ``padded_frames`` counts the copies of the last real frame appended to reach 4k+1 frames;
+    the fitted clip has ``real_frames + padded_frames`` frames.
+    """
+
+    mode: str
+    source_width: int
+    source_height: int
+    source_frames: int
+    source_fps: float
+    width: int
+    height: int
+    fitted_fps: float
+    source_indices: list[int]
+    real_frames: int
+    padded_frames: int
+    crop_box: Box
+    content_box: Box
+
+    @property
+    def num_frames(self) -> int:
+        return self.real_frames + self.padded_frames
+
+    @property
+    def output_fps(self) -> float:
+        """Rate at which the unfitted frames cover the same time span as the source frames used."""
+        return self.fitted_fps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FitInfo":
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise InputError(f"fit info: missing {', '.join(missing)}; expected a dict made by FitInfo.to_dict().")
+        values = {name: data[name] for name in names}
+        values["source_indices"] = [int(i) for i in values["source_indices"]]
+        values["crop_box"] = tuple(int(v) for v in values["crop_box"])
+        values["content_box"] = tuple(int(v) for v in values["content_box"])
+        return cls(**values)
+
+
+# ---------------------------------------------------------------- planning
+
+def choose_target_size(source_width: int, source_height: int, options: FitOptions) -> tuple[int, int]:
+    """(width, height) to fit to. Both given: used as is. One given: the other follows the source aspect,
+    rounded to a multiple of 32. None: the reference area oriented like the source (1280x704 landscape,
+    704x1280 portrait, 960x960 when the sides are within 10% of each other)."""
+    width, height = options.width, options.height
+    if width is not None and height is not None:
+        return int(width), int(height)
+    if width is not None:
+        return int(width), max(GRID, round(width * source_height / source_width / GRID) * GRID)
+    if height is not None:
+        return max(GRID, round(height * source_width / source_height / GRID) * GRID), int(height)
+    if max(source_width, source_height) < SQUARE_TOLERANCE * min(source_width, source_height):
+        return SQUARE_SIZE
+    return LANDSCAPE_SIZE if source_width > source_height else PORTRAIT_SIZE
+
+
+def select_frame_indices(num_frames: int, source_fps: float, options: FitOptions) -> tuple[list[int], float]:
+    """Source frame indices to use, and the frame rate they represent.
+
+    With ``options.fps``: output frame k shows the source frame nearest to time k / fps after
+    start_frame (ties go to the later frame); frames are repeated when the source rate is lower.
+    With ``frame_stride`` N: every Nth frame from start_frame, at source_fps / N.
+    """
+    start = int(options.start_frame)
+    if start >= num_frames:
+        raise InputError(f"start_frame: {start} is past the end of the video ({num_frames} frames); "
+                         f"expected 0..{num_frames - 1}.")
+    if options.fps is not None:
+        ratio = float(source_fps) / float(options.fps)  # source frames per output frame
+        indices = []
+        while len(indices) < options.max_frames:
+            # floor(x + 0.5) rounds half up; the epsilon keeps exact ties (e.g. 1.5) from float noise.
+            offset = math.floor(len(indices) * ratio + 0.5 + 1e-6)
+            if start + offset >= num_frames:
+                break
+            indices.append(start + offset)
+        return indices, float(options.fps)
+    stride = int(options.frame_stride or 1)
+    indices = list(range(start, num_frames, stride))[: options.max_frames]
+    return indices, float(source_fps) / stride
+
+
+def _centre_crop_box(source_width: int, source_height: int, width: int, height: int) -> Box:
+    if source_width * height > source_height * width:  # source is wider than the target
+        kept_w, kept_h = min(source_width, max(1, round(source_height * width / height))), source_height
+    else:
+        kept_w, kept_h = source_width, min(source_height, max(1, round(source_width * height / width)))
+    return ((source_width - kept_w) // 2, (source_height - kept_h) // 2, kept_w, kept_h)
+
+
+def _letterbox_box(source_width: int, source_height: int, width: int, height: int) -> Box:
+    scale = min(width / source_width, height / source_height)
+    inner_w = min(width, max(1, round(source_width * scale)))
+    inner_h = min(height, max(1, round(source_height * scale)))
+    return ((width - inner_w) // 2, (height - inner_h) // 2, inner_w, inner_h)
+
+
+def plan_boxes(source_width: int, source_height: int, width: int, height: int, mode: str) -> tuple[Box, Box]:
+    """(crop_box in source pixels, content_box in target pixels) for a mode; see the module docstring."""
+    full_source = (0, 0, int(source_width), int(source_height))
+    full_target = (0, 0, int(width), int(height))
+    if mode == "crop":
+        return _centre_crop_box(source_width, source_height, width, height), full_target
+    if mode == "pad":
+        return full_source, _letterbox_box(source_width, source_height, width, height)
+    if mode == "stretch":
+        return full_source, full_target
+    raise InputError(f"mode: {mode!r} is not supported; expected one of {', '.join(MODES)}.")
+
+
+# ---------------------------------------------------------------- pixels
+
+def _as_tensor(frames, name: str) -> torch.Tensor:
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise InputError(f"{name}: got {type(frames).__name__}; expected a numpy array or torch tensor.")
+    return frames
+
+
+def _to_signed_unit(frames: torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 0..255 or float 0..1 (channels last) -> float32 in [-1, 1]."""
+    if frames.dtype == torch.uint8:
+        return frames.float() / 127.5 - 1.0
+    if not frames.is_floating_point():
+        raise InputError(f"{name}: dtype {frames.dtype} is not supported; expected uint8 0..255 or float 0..1.")
+    frames = frames.float()
+    low, high = float(frames.min()), float(frames.max())
+    if low < -0.05 or high > 1.05:
+        raise InputError(f"{name}: float values span {low:.3g}..{high:.3g}; expected 0..1.")
+    return frames.clamp(0.0, 1.0) * 2.0 - 1.0
+
+
+def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic resize of [N, C, H, W], antialiased when any side shrinks, clamped to [-1, 1]."""
+    if tuple(images.shape[-2:]) == (height, width):
+        return images
+    shrinking = height < images.shape[-2] or width < images.shape[-1]
+    resized = F.interpolate(images, size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
+    return resized.clamp_(-1.0, 1.0)
+
+
+def _map_region(images: torch.Tensor, crop_box: Box, content_box: Box, width: int, height: int) -> torch.Tensor:
+    """Cut crop_box from [N, 3, H, W] images, resize it to content_box and place it on a black canvas."""
+    x, y, w, h = crop_box
+    region = _resize(images[:, :, y:y + h, x:x + w], content_box[3], content_box[2])
+    if content_box == (0, 0, width, height):
+        return region
+    canvas = torch.full((images.shape[0], images.shape[1], height, width), -1.0, dtype=region.dtype,
+                        device=region.device)
+    cx, cy, cw, ch = content_box
+    canvas[:, :, cy:cy + ch, cx:cx + cw] = region
+    return canvas
+
+
+def _check_frames(frames: torch.Tensor, name: str) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
+        raise InputError(f"{name}: shape {tuple(frames.shape)} is invalid; expected [frames, height, width, 3] "
+                         "with at least one frame.")
+
+
+def fit_video(frames, fps: float, options: FitOptions | None = None) -> tuple[torch.Tensor, FitInfo]:
+    """Fit frames (uint8 [F, H, W, 3], or float 0..1) to the model grid.
+
+    Returns the video as float32 [3, F', H', W'] in [-1, 1] (F' = 4k+1, H' and W' multiples of 32)
+    and the FitInfo that undoes it.
+    """
+    options = options or FitOptions()
+    options.validate()
+    frames = _as_tensor(frames, "frames")
+    _check_frames(frames, "frames")
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps: {fps!r} is invalid; expected the source video's positive frame rate.")
+    num_source, source_height, source_width = (int(d) for d in frames.shape[:3])
+    width, height = choose_target_size(source_width, source_height, options)
+    indices, fitted_fps = select_frame_indices(num_source, fps, options)
+    crop_box, content_box = plan_boxes(source_width, source_height, width, height, options.mode)
+    real = len(indices)
+    total = (real - 1 + 3) // 4 * 4 + 1
+
+    video = torch.empty((3, total, height, width), dtype=torch.float32)
+    unique, where = np.unique(np.asarray(indices), return_inverse=True)
+    for chunk_start in range(0, len(unique), _CHUNK):
+        chunk = unique[chunk_start:chunk_start + _CHUNK]
+        picked = _to_signed_unit(frames[torch.from_numpy(chunk)], "frames").permute(0, 3, 1, 2)
+        fitted = _map_region(picked, crop_box, content_box, width, height)
+        for position in np.nonzero((where >= chunk_start) & (where < chunk_start + len(chunk)))[0]:
+            video[:, position] = fitted[where[position] - chunk_start]
+    video[:, real:] = video[:, real - 1:real]
+
+    info = FitInfo(mode=options.mode, source_width=source_width, source_height=source_height,
+                   source_frames=num_source, source_fps=float(fps), width=width, height=height,
+                   fitted_fps=fitted_fps, source_indices=[int(i) for i in indices], real_frames=real,
+                   padded_frames=total - real, crop_box=crop_box, content_box=content_box)
+    return video, info
+
+
+def _fitted_layout(video: torch.Tensor, info: FitInfo) -> torch.Tensor:
+    """Bring model output to channels-first [3, F, H, W] in [-1, 1] (accepts [1, 3, F, H, W] and
+    channels-last frames [F, H, W, 3] as uint8 or float 0..1)."""
+    if video.ndim == 5 and video.shape[0] == 1:
+        video = video[0]
+    if video.ndim == 4 and video.shape[0] == 3 and tuple(video.shape[2:]) == (info.height, info.width):
+        return video.float()
+    if video.ndim == 4 and video.shape[-1] == 3 and tuple(video.shape[1:3]) == (info.height, info.width):
+        return _to_signed_unit(video, "video").permute(3, 0, 1, 2)
+    raise InputError(f"video: shape {tuple(video.shape)} does not match the fit ({info.width}x{info.height}); "
+                     f"expected [3, frames, {info.height}, {info.width}] in [-1, 1] or "
+                     f"[frames, {info.height}, {info.width}, 3].")
+
+
+def unfit_video(video, info: FitInfo) -> np.ndarray:
+    """Undo fit_video: drop the repeated frames and map back to uint8 [real_frames, H, W, 3].
+
+    H x W is the source size for "pad" and "stretch" and the kept region's size for "crop".
+    Write the result at ``info.output_fps``.
+    """
+    video = _fitted_layout(_as_tensor(video, "video"), info)
+    if video.shape[1] < info.real_frames:
+        raise InputError(f"video: has {video.shape[1]} frames but the fit used {info.real_frames} real frames; "
+                         f"expected at least {info.real_frames} (usually {info.num_frames}).")
+    x, y, w, h = info.content_box
+    out_w, out_h = info.crop_box[2], info.crop_box[3]
+    result = np.empty((info.real_frames, out_h, out_w, 3), dtype=np.uint8)
+    for start in range(0, info.real_frames, _CHUNK):
+        stop = min(start + _CHUNK, info.real_frames)
+        chunk = video[:, start:stop, y:y + h, x:x + w].permute(1, 0, 2, 3).clamp(-1.0, 1.0)
+        restored = _resize(chunk, out_h, out_w)
+        pixels = ((restored + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+        result[start:stop] = pixels.permute(0, 2, 3, 1).cpu().numpy()
+    return result
+
+
+# ---------------------------------------------------------------- still images
+
+def resize_image(image, width: int, height: int, mode: str = "stretch") -> torch.Tensor:
+    """A still image (uint8 [H, W, 3] or float 0..1) as a 1-frame video [3, 1, height, width] in [-1, 1],
+    by "stretch", centre "crop" or letterbox "pad"."""
+    image = _as_tensor(image, "image")
+    if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
+        raise InputError(f"image: shape {tuple(image.shape)} is invalid; expected [height, width, 3].")
+    for name, value in (("width", width), ("height", height)):
+        if not _is_whole(value) or value < 1:
+            raise InputError(f"{name}: {value!r} is invalid; expected a positive integer.")
+    source_height, source_width = int(image.shape[0]), int(image.shape[1])
+    crop_box, content_box = plan_boxes(source_width, source_height, int(width), int(height), mode)
+    pixels = _to_signed_unit(image, "image").permute(2, 0, 1)[None]
+    fitted = _map_region(pixels, crop_box, content_box, int(width), int(height))
+    return fitted[0].unsqueeze(1).contiguous()
+
+
+def letterbox_image(image, width: int, height: int) -> torch.Tensor:
+    """Fit a still image inside width x height, padded with black: [3, 1, height, width] in [-1, 1]
+    (the reference image for ego -> exo)."""
+    return resize_image(image, width, height, mode="pad")
+
+
+def summarize(info: FitInfo) -> str:
+    """One log line, e.g. '1920x1080 30fps 300 frames -> 1280x704 8fps 49 frames (crop), frames 0..180 used'."""
+    line = (f"{info.source_width}x{info.source_height} {info.source_fps:.4g}fps {info.source_frames} frames -> "
+            f"{info.width}x{info.height} {info.fitted_fps:.4g}fps {info.num_frames} frames ({info.mode}), "
+            f"frames {info.source_indices[0]}..{info.source_indices[-1]} used")
+    if info.padded_frames:
+        line += f", last frame repeated {info.padded_frames}x"
+    return line
