@@ -224,7 +224,9 @@ def plan_boxes(source_width: int, source_height: int, width: int, height: int, m
 
 def _as_tensor(frames, name: str) -> torch.Tensor:
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        frames = np.ascontiguousarray(frames)
+        # read-only arrays (e.g. np.asarray of a PIL image) are copied: torch cannot wrap them safely
+        frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
     if not isinstance(frames, torch.Tensor):
         raise InputError(f"{name}: got {type(frames).__name__}; expected a numpy array or torch tensor.")
     return frames

@@ -1,0 +1,134 @@
+"""End-to-end translation of one clip: fit to the grid, VAE-encode the parts, encode the prompt,
+sample the target, decode, undo the fit. ``translate_frames`` works on loaded models (the nodes
+and tests use it); ``translate_file`` loads the models in a memory-friendly order and writes the mp4.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .latents import decode_latents, encode_video
+from .model_files import ModelFiles
+from .sampling import SamplingSettings, sample_target
+from .tasks import Task, get_task
+from .text_encoder_loader import load_text_encoder
+from .text_encoding import encode_prompts
+from .transformer_loader import load_transformer
+from .vae_loader import load_vae
+from .video_fit import FitInfo, FitOptions, fit_video, letterbox_image, unfit_video
+from .video_io import read_image, read_video, write_video
+
+
+@dataclass
+class TranslationResult:
+    frames: np.ndarray  # uint8 [F, H, W, 3] at the input's size
+    fps: float
+    fit: FitInfo
+    latents: torch.Tensor  # normalised target latents [1, 48, f, h, w]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def encode_task_prompts(text_encoder, task: Task, prompt: str | None = None, negative_prompt: str = "",
+                        cfg: float = 5.0, device=None):
+    """(conditional, unconditional-or-None) embeddings [1, 512, D]; the task's fixed prompt by default."""
+    prompts = [task.prompt if prompt is None else prompt]
+    guided = cfg != 1.0
+    if guided:
+        prompts.append(negative_prompt)
+    embeds = encode_prompts(text_encoder, prompts, device=device)
+    return (embeds[:1], embeds[1:]) if guided else (embeds, None)
+
+
+def prepare_reference(task: Task, reference_image, width: int, height: int):
+    """The reference image as a 1-frame video [1, 3, 1, H, W] letterboxed to the clip size, or None."""
+    if not task.uses_reference:
+        if reference_image is not None:
+            warnings.warn(f"reference: the {task.name} task uses no reference image; it is ignored.", stacklevel=3)
+        return None
+    if reference_image is None:
+        raise InputError(f"reference: the {task.name} task needs a reference image of the subject "
+                         "(a full-body view, e.g. from behind); none was given.")
+    return letterbox_image(reference_image, width, height)[None]
+
+
+def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps: float, task,
+                     reference_image=None, fit: FitOptions | None = None,
+                     settings: SamplingSettings | None = None, positions: str = "collaborative",
+                     callback=None) -> TranslationResult:
+    """Translate uint8 frames [F, H, W, 3] with already loaded models and encoded prompts."""
+    task = get_task(task)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    video, info = fit_video(frames, fps, fit or FitOptions())
+    reference = prepare_reference(task, reference_image, info.width, info.height)
+    source = encode_video(vae, video[None])
+    ref_latents = None if reference is None else encode_video(vae, reference)
+    timings["encode"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        latents = sample_target(transformer, source, text_embeds, negative_embeds, reference=ref_latents,
+                                positions=positions, settings=settings, callback=callback)
+    timings["sample"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    decoded = decode_latents(vae, latents)
+    out = unfit_video(decoded[0], info)
+    timings["decode"] = time.perf_counter() - start
+    return TranslationResult(out, info.output_fps, info, latents.cpu(), timings)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def translate_file(files: ModelFiles, task, video_path, out_path, reference_path=None, prompt=None,
+                   negative_prompt: str = "", fit: FitOptions | None = None,
+                   settings: SamplingSettings | None = None, positions: str = "collaborative",
+                   lora_strength: float = 1.0, device=None, dtype=None, attention=None,
+                   callback=None, log=print) -> TranslationResult:
+    """Load the models one after another (the text encoder is released before the transformer
+    loads), translate ``video_path`` and write ``out_path`` as h264 mp4."""
+    from .lora import apply_lora  # noqa: PLC0415  (LoRA support pulls in peft only when used)
+
+    task = get_task(task)
+    settings = (settings or SamplingSettings()).validate()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    clip = read_video(video_path)
+    reference_image = read_image(reference_path) if reference_path else None
+    prepare_reference(task, reference_image, 32, 32)  # fail on a missing reference before loading models
+    timings["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    text_encoder = load_text_encoder(files.text_encoder, device=device)
+    cond, uncond = encode_task_prompts(text_encoder, task, prompt, negative_prompt, settings.cfg, device="cpu")
+    del text_encoder
+    _free_memory()
+    timings["text"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    vae = load_vae(files.vae, device=device)
+    transformer = load_transformer(files.transformer, device=device, dtype=dtype, attention=attention)
+    if files.lora is not None:
+        apply_lora(transformer, files.lora, strength=lora_strength)
+    timings["load"] = time.perf_counter() - start
+    log(f"models loaded in {timings['load']:.1f}s; translating {task.source_view} -> {task.target_view}")
+
+    result = translate_frames(transformer, vae, cond, uncond, clip.frames, clip.fps, task, reference_image,
+                              fit, settings, positions, callback)
+    start = time.perf_counter()
+    write_video(out_path, result.frames, result.fps)
+    timings["write"] = time.perf_counter() - start
+    result.timings = {**timings, **result.timings}
+    return result
