@@ -14,6 +14,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from .errors import InputError
 from .in_context import predict_flow
+from .windows import WindowOptions, windowed_flow
 
 SOLVERS = ("unipc", "euler")
 
@@ -74,17 +75,35 @@ def initial_noise(shape, seed: int) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
 
 
+def guided_flow(transformer, latents, timestep, cond, uncond, source, reference, positions: str, cfg: float):
+    """The guided flow for a stack of clips (any multiple n of the conditioning batch B): the conditional
+    and unconditional passes run as one batched forward; cond/uncond [B, L, D], reference [B, ...] or None."""
+    repeat = latents.shape[0] // cond.shape[0]
+    text = cond.repeat(repeat, 1, 1)
+    ref = None if reference is None else reference.repeat(repeat, 1, 1, 1, 1)
+    if uncond is None:
+        t = timestep.expand(latents.shape[0])
+        return predict_flow(transformer, latents, t, text, source, ref, positions).float()
+    both = torch.cat([latents, latents])
+    flow = predict_flow(transformer, both, timestep.expand(both.shape[0]), torch.cat([text, uncond.repeat(repeat, 1, 1)]),
+                        torch.cat([source, source]), None if ref is None else torch.cat([ref, ref]), positions).float()
+    flow_cond, flow_uncond = flow.chunk(2)
+    return flow_uncond + cfg * (flow_cond - flow_uncond)
+
+
 def sample_target(transformer, source, text_embeds, negative_embeds=None, reference=None,
                   positions="collaborative", settings: SamplingSettings | None = None,
-                  init_latents=None, callback=None) -> torch.Tensor:
+                  init_latents=None, callback=None, windows: WindowOptions | None = None) -> torch.Tensor:
     """Generate the target latents (normalised, float32, shaped like ``source``).
 
     text_embeds / negative_embeds: [B or 1, L, D]; guidance runs when cfg != 1 and a negative is given.
     init_latents: clean target latents to start from when settings.denoise < 1.
     callback: called with a StepInfo after every step; an exception raised there stops sampling
     and propagates (the model is never modified, so it stays usable).
+    windows: sliding windows for clips longer than the trained length (None or one window = the plain sampler).
     """
     settings = (settings or SamplingSettings()).validate()
+    windows = None if windows is None else windows.validate()
     device = transformer.patch_embedding.weight.device
     batch = source.shape[0]
     source = source.to(device=device, dtype=torch.float32)
@@ -96,17 +115,12 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
         return embeds.to(device=device, dtype=torch.float32).expand(batch, -1, -1)
 
     cond = per_batch(text_embeds, "text_embeds")
-    guided = settings.cfg != 1.0 and negative_embeds is not None
-    if guided:
+    uncond = None
+    if settings.cfg != 1.0 and negative_embeds is not None:
         uncond = per_batch(negative_embeds, "negative_embeds")
         if uncond.shape[1] != cond.shape[1]:
             raise InputError(f"negative_embeds has {uncond.shape[1]} tokens but text_embeds has {cond.shape[1]}; "
                              "encode both to the same length (512).")
-        text = torch.cat([cond, uncond])
-        source_in = torch.cat([source, source])
-        reference_in = None if reference is None else torch.cat([reference, reference])
-    else:
-        text, source_in, reference_in = cond, source, reference
 
     scheduler = make_scheduler(settings.solver, settings.shift)
     scheduler.set_timesteps(settings.steps, device=device)
@@ -125,12 +139,12 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
         latents = noise
 
     for i, t in enumerate(timesteps):
-        model_in = torch.cat([latents, latents]) if guided else latents
-        t_batch = t.to(device=device, dtype=torch.float32).expand(model_in.shape[0])
-        flow = predict_flow(transformer, model_in, t_batch, text, source_in, reference_in, positions).float()
-        if guided:
-            flow_cond, flow_uncond = flow.chunk(2)
-            flow = flow_uncond + settings.cfg * (flow_cond - flow_uncond)
+        t_model = t.to(device=device, dtype=torch.float32)
+
+        def flow_fn(lat, src):
+            return guided_flow(transformer, lat, t_model, cond, uncond, src, reference, positions, settings.cfg)
+
+        flow = flow_fn(latents, source) if windows is None else windowed_flow(flow_fn, latents, source, windows)
         sigma = float(scheduler.sigmas[start + i])
         denoised = latents - sigma * flow
         latents = scheduler.step(flow, t, latents, return_dict=False)[0]
