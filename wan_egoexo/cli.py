@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 from .errors import WanEgoExoError
 from .model_files import MODELS_ENV
-
-DEMO_NOTICE = ("DEMO: this ran a tiny RANDOMLY INITIALISED model of the real architecture, so the output video "
-               "is noise. It proves the installation and the whole pipeline work, not the model.")
-
 
 def _translate_parser(sub) -> None:
     p = sub.add_parser("translate", help="translate a clip between the third-person and first-person view",
@@ -46,11 +39,22 @@ def _translate_parser(sub) -> None:
     f = p.add_argument_group("fitting the clip to the model grid")
     f.add_argument("--width", type=int, help="multiple of 32 (default: 1280x704 area oriented like the input)")
     f.add_argument("--height", type=int, help="multiple of 32")
-    f.add_argument("--frames", type=int, default=49, help="most frames to translate (4k+1)")
+    f.add_argument("--frames", type=int, default=0,
+                   help="most frames to translate, 4k+1 (0 = the whole clip, in sliding windows)")
     f.add_argument("--fps", type=float, default=8.0, help="resample time to this rate (the model's 8 fps)")
     f.add_argument("--frame-stride", type=int, help="take every Nth input frame instead of resampling to --fps")
     f.add_argument("--start-frame", type=int, default=0)
     f.add_argument("--fit", default="crop", choices=["crop", "pad", "stretch"])
+    f.add_argument("--output-rate", default="source", choices=["source", "model"],
+                   help="source: the input's frame rate and frame count; model: the translated frames as they are")
+    w = p.add_argument_group("long clips (sliding windows, in latent frames: 13 latent = 49 video frames)")
+    w.add_argument("--window", type=int, default=13, help="window length in latent frames")
+    w.add_argument("--overlap", type=int, default=4, help="overlap between windows in latent frames")
+    w.add_argument("--window-batch", type=int, default=1, help="windows per forward pass (faster, more memory)")
+    w.add_argument("--ramp", default="linear", choices=["linear", "cosine"], help="blend between windows")
+    b = p.add_argument_group("batches (--video is a folder of clips or a .txt list; --out is a folder)")
+    b.add_argument("--shard", help="i/n: translate every n-th clip starting at i (default: torchrun's RANK/WORLD_SIZE)")
+    b.add_argument("--jobs", type=int, default=1, help="processes to run, one per GPU, each its own shard")
     p.add_argument("--demo", action="store_true",
                    help="run everything on a tiny random model and a generated clip (CPU, < 1 minute)")
 
@@ -71,72 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_bar():
-    """A tqdm bar created at the first step, so model loading messages do not interleave with it."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    state = {}
-
-    def callback(info):
-        if "bar" not in state:
-            state["bar"] = tqdm(total=info.total, desc="sampling", unit="step")
-        state["bar"].update(1)
-        if info.step == info.total:
-            state["bar"].close()
-
-    return callback
-
-
-def _run_translate(args) -> int:
-    from .model_files import find_model_files  # noqa: PLC0415
-    from .pipeline import translate_file  # noqa: PLC0415
-    from .sampling import SamplingSettings  # noqa: PLC0415
-    from .tasks import get_task  # noqa: PLC0415
-    from .video_fit import FitOptions, summarize  # noqa: PLC0415
-
-    task = get_task(args.task)
-    settings = SamplingSettings(steps=args.steps, cfg=args.cfg, shift=args.shift, solver=args.solver, seed=args.seed)
-    fps = None if args.frame_stride else args.fps
-    fit = FitOptions(width=args.width, height=args.height, max_frames=args.frames, fps=fps,
-                     frame_stride=args.frame_stride, start_frame=args.start_frame, mode=args.fit)
-    with tempfile.TemporaryDirectory(prefix="wan_egoexo_demo_") as work:
-        if args.demo:
-            from .tiny.models_folder import build_tiny_models_folder, make_demo_clip, make_demo_image  # noqa: PLC0415
-
-            files = build_tiny_models_folder(Path(work) / "models", tasks=[task.name])[task.name]
-            video = args.video or make_demo_clip(Path(work) / "demo_input.mp4")
-            reference = args.reference
-            if task.uses_reference and reference is None:
-                reference = Path(work) / "demo_reference.png"
-                from PIL import Image  # noqa: PLC0415
-
-                Image.fromarray(make_demo_image()).save(reference)
-            out = args.out or "worldwander_demo.mp4"
-            settings.steps = min(settings.steps, 4)
-            fit = FitOptions(width=args.width or 64, height=args.height or 64, max_frames=min(args.frames, 9),
-                             fps=fps, frame_stride=args.frame_stride, start_frame=args.start_frame, mode=args.fit)
-            device, dtype = "cpu", "fp32"
-        else:
-            if not args.video or not args.out:
-                print("error: translate needs --video and --out (or --demo)", file=sys.stderr)
-                return 2
-            files = find_model_files(task, args.models_dir, args.diffusers, args.lora, args.lora_domain,
-                                     use_lora=not args.no_lora)
-            video, reference, out = args.video, args.reference, args.out
-            device, dtype = args.device, args.dtype
-        start = time.perf_counter()
-        result = translate_file(files, task, video, out, reference, args.prompt, args.negative_prompt, fit,
-                                settings, args.positions, args.lora_strength, device, dtype, args.attention,
-                                callback=_progress_bar())
-    print(f"input: {summarize(result.fit)}")
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    print(f"wrote {out}: {len(result.frames)} frames at {result.fps:g} fps in {time.perf_counter() - start:.1f}s "
-          f"({stages})")
-    if args.demo:
-        print(DEMO_NOTICE)
-    return 0
-
-
 def _run_convert(args) -> int:
     from .lora import convert_lora_file  # noqa: PLC0415
 
@@ -148,7 +86,11 @@ def _run_convert(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run_translate(args) if args.command == "translate" else _run_convert(args)
+        if args.command == "translate":
+            from .cli_translate import run_translate  # noqa: PLC0415
+
+            return run_translate(args)
+        return _run_convert(args)
     except WanEgoExoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

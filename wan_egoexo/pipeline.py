@@ -23,7 +23,8 @@ from .text_encoder_loader import load_text_encoder
 from .text_encoding import encode_prompts
 from .transformer_loader import load_transformer
 from .vae_loader import load_vae
-from .video_fit import FitInfo, FitOptions, fit_video, letterbox_image, unfit_video
+from .video_fit import FitInfo, FitOptions, fit_video, letterbox_image, output_fps, unfit_video
+from .windows import WindowOptions
 from .video_io import read_image, read_video, write_video
 
 
@@ -62,8 +63,13 @@ def prepare_reference(task: Task, reference_image, width: int, height: int):
 def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps: float, task,
                      reference_image=None, fit: FitOptions | None = None,
                      settings: SamplingSettings | None = None, positions: str = "collaborative",
-                     callback=None) -> TranslationResult:
-    """Translate uint8 frames [F, H, W, 3] with already loaded models and encoded prompts."""
+                     callback=None, windows: WindowOptions | None = None,
+                     frame_rate: str = "model") -> TranslationResult:
+    """Translate uint8 frames [F, H, W, 3] with already loaded models and encoded prompts.
+
+    windows: sliding windows for clips longer than one window (None = one pass over the whole clip).
+    frame_rate: "model" returns the fitted frames (8 fps by default); "source" resamples them back
+    to the input's frame rate and frame count over the covered span."""
     task = get_task(task)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -76,14 +82,14 @@ def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps
     start = time.perf_counter()
     with torch.no_grad():
         latents = sample_target(transformer, source, text_embeds, negative_embeds, reference=ref_latents,
-                                positions=positions, settings=settings, callback=callback)
+                                positions=positions, settings=settings, callback=callback, windows=windows)
     timings["sample"] = time.perf_counter() - start
 
     start = time.perf_counter()
     decoded = decode_latents(vae, latents)
-    out = unfit_video(decoded[0], info)
+    out = unfit_video(decoded[0], info, frame_rate)
     timings["decode"] = time.perf_counter() - start
-    return TranslationResult(out, info.output_fps, info, latents.cpu(), timings)
+    return TranslationResult(out, output_fps(info, frame_rate), info, latents.cpu(), timings)
 
 
 def _free_memory() -> None:
@@ -92,43 +98,73 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def translate_file(files: ModelFiles, task, video_path, out_path, reference_path=None, prompt=None,
-                   negative_prompt: str = "", fit: FitOptions | None = None,
-                   settings: SamplingSettings | None = None, positions: str = "collaborative",
-                   lora_strength: float = 1.0, device=None, dtype=None, attention=None,
-                   callback=None, log=print) -> TranslationResult:
-    """Load the models one after another (the text encoder is released before the transformer
-    loads), translate ``video_path`` and write ``out_path`` as h264 mp4."""
-    from .lora import apply_lora  # noqa: PLC0415  (LoRA support pulls in peft only when used)
+@dataclass
+class LoadedModels:
+    """Everything a translation needs, loaded once (a batch reuses it for every clip)."""
+
+    transformer: object
+    vae: object
+    text_embeds: torch.Tensor
+    negative_embeds: torch.Tensor | None
+    task: Task
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "", cfg: float = 5.0,
+                lora_strength: float = 1.0, device=None, dtype=None, attention=None, log=print) -> LoadedModels:
+    """Encode the prompt, release the text encoder, then load the VAE, the transformer and the LoRA."""
+    from .lora import apply_lora  # noqa: PLC0415  (peft is imported only when a LoRA is used)
 
     task = get_task(task)
-    settings = (settings or SamplingSettings()).validate()
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    clip = read_video(video_path)
-    reference_image = read_image(reference_path) if reference_path else None
-    prepare_reference(task, reference_image, 32, 32)  # fail on a missing reference before loading models
-    timings["read"] = time.perf_counter() - start
-
+    seconds = {}
     start = time.perf_counter()
     text_encoder = load_text_encoder(files.text_encoder, device=device)
-    cond, uncond = encode_task_prompts(text_encoder, task, prompt, negative_prompt, settings.cfg, device="cpu")
+    cond, uncond = encode_task_prompts(text_encoder, task, prompt, negative_prompt, cfg, device="cpu")
     del text_encoder
     _free_memory()
-    timings["text"] = time.perf_counter() - start
-
+    seconds["text"] = time.perf_counter() - start
     start = time.perf_counter()
     vae = load_vae(files.vae, device=device)
     transformer = load_transformer(files.transformer, device=device, dtype=dtype, attention=attention)
     if files.lora is not None:
         apply_lora(transformer, files.lora, strength=lora_strength)
-    timings["load"] = time.perf_counter() - start
-    log(f"models loaded in {timings['load']:.1f}s; translating {task.source_view} -> {task.target_view}")
+    seconds["load"] = time.perf_counter() - start
+    log(f"models loaded in {seconds['load']:.1f}s; translating {task.source_view} -> {task.target_view}")
+    return LoadedModels(transformer, vae, cond, uncond, task, seconds)
 
-    result = translate_frames(transformer, vae, cond, uncond, clip.frames, clip.fps, task, reference_image,
-                              fit, settings, positions, callback)
+
+def translate_clip(models: LoadedModels, video_path, out_path, reference_image=None,
+                   fit: FitOptions | None = None, settings: SamplingSettings | None = None,
+                   positions: str = "collaborative", windows: WindowOptions | None = None,
+                   frame_rate: str = "source", callback=None) -> TranslationResult:
+    """Read one clip, translate it with loaded models, write ``out_path`` (h264 mp4)."""
+    start = time.perf_counter()
+    clip = read_video(video_path)
+    read_seconds = time.perf_counter() - start
+    result = translate_frames(models.transformer, models.vae, models.text_embeds, models.negative_embeds,
+                              clip.frames, clip.fps, models.task, reference_image, fit, settings, positions,
+                              callback, windows, frame_rate)
     start = time.perf_counter()
     write_video(out_path, result.frames, result.fps)
-    timings["write"] = time.perf_counter() - start
-    result.timings = {**timings, **result.timings}
+    result.timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
+    return result
+
+
+def translate_file(files: ModelFiles, task, video_path, out_path, reference_path=None, prompt=None,
+                   negative_prompt: str = "", fit: FitOptions | None = None,
+                   settings: SamplingSettings | None = None, positions: str = "collaborative",
+                   lora_strength: float = 1.0, device=None, dtype=None, attention=None,
+                   callback=None, windows: WindowOptions | None = None, frame_rate: str = "source",
+                   log=print) -> TranslationResult:
+    """Load the models one after another (the text encoder is released before the transformer
+    loads), translate ``video_path`` and write ``out_path`` as h264 mp4."""
+    task = get_task(task)
+    settings = (settings or SamplingSettings()).validate()
+    reference_image = read_image(reference_path) if reference_path else None
+    prepare_reference(task, reference_image, 32, 32)  # fail on a missing reference before loading models
+    models = load_models(files, task, prompt, negative_prompt, settings.cfg, lora_strength, device, dtype,
+                         attention, log)
+    result = translate_clip(models, video_path, out_path, reference_image, fit, settings, positions, windows,
+                            frame_rate, callback)
+    result.timings = {**models.load_seconds, **result.timings}
     return result

@@ -60,7 +60,7 @@ class FitOptions:
 
     width: int | None = None
     height: int | None = None
-    max_frames: int = 49
+    max_frames: int | None = 49  # None: the whole clip (long clips are sampled in sliding windows)
     fps: float | None = 8.0
     frame_stride: int | None = None
     start_frame: int = 0
@@ -79,7 +79,7 @@ class FitOptions:
                 nearest = f"; nearest valid values: {_nearest_multiples(value)}" if finite else ""
                 raise InputError(f"{name}: {value!r} is not a positive multiple of {GRID}{nearest}.")
         n = self.max_frames
-        if not _is_whole(n) or n < 1 or (n - 1) % 4:
+        if n is not None and (not _is_whole(n) or n < 1 or (n - 1) % 4):
             low = max(1, math.floor((n - 1) / 4) * 4 + 1) if _is_number(n) and math.isfinite(n) else 45
             raise InputError(f"max_frames: {n!r} is not of the form 4k+1 (1, 5, 9, ..., 49); "
                              f"nearest valid values: {low} or {low + 4}.")
@@ -180,7 +180,8 @@ def select_frame_indices(num_frames: int, source_fps: float, options: FitOptions
     if options.fps is not None:
         ratio = float(source_fps) / float(options.fps)  # source frames per output frame
         indices = []
-        while len(indices) < options.max_frames:
+        limit = math.inf if options.max_frames is None else options.max_frames
+        while len(indices) < limit:
             # floor(x + 0.5) rounds half up; the epsilon keeps exact ties (e.g. 1.5) from float noise.
             offset = math.floor(len(indices) * ratio + 0.5 + 1e-6)
             if start + offset >= num_frames:
@@ -188,7 +189,7 @@ def select_frame_indices(num_frames: int, source_fps: float, options: FitOptions
             indices.append(start + offset)
         return indices, float(options.fps)
     stride = int(options.frame_stride or 1)
-    indices = list(range(start, num_frames, stride))[: options.max_frames]
+    indices = list(range(start, num_frames, stride))[: options.max_frames]  # [:None] keeps all
     return indices, float(source_fps) / stride
 
 
@@ -323,12 +324,37 @@ def _fitted_layout(video: torch.Tensor, info: FitInfo) -> torch.Tensor:
                      f"[frames, {info.height}, {info.width}, 3].")
 
 
-def unfit_video(video, info: FitInfo) -> np.ndarray:
-    """Undo fit_video: drop the repeated frames and map back to uint8 [real_frames, H, W, 3].
+FRAME_RATES = ("source", "model")
+
+
+def source_rate_frame_map(info: FitInfo) -> np.ndarray:
+    """For each source frame in the span the fitted clip covers, the fitted frame nearest in time.
+
+    The span starts at the first source frame used and lasts real_frames / fitted_fps seconds (cut at
+    the end of the source), so the output keeps the input's duration and motion speed."""
+    first = info.source_indices[0]
+    ratio = info.fitted_fps / info.source_fps  # fitted frames per source frame
+    count = min(info.source_frames - first, max(1, round(info.real_frames / ratio)))
+    nearest = np.floor(np.arange(count) * ratio + 0.5 + 1e-6).astype(np.int64)
+    return np.minimum(nearest, info.real_frames - 1)
+
+
+def output_fps(info: FitInfo, frame_rate: str = "model") -> float:
+    """The rate to write unfit_video's result at: the input's ("source") or the fitted clip's ("model")."""
+    if frame_rate not in FRAME_RATES:
+        raise InputError(f"frame_rate: {frame_rate!r} is not supported; expected one of {FRAME_RATES}.")
+    return info.source_fps if frame_rate == "source" else info.fitted_fps
+
+
+def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
+    """Undo fit_video: drop the repeated frames and map back to uint8 [frames, H, W, 3].
 
     H x W is the source size for "pad" and "stretch" and the kept region's size for "crop".
-    Write the result at ``info.output_fps``.
+    frame_rate "model": the real fitted frames, to write at ``info.output_fps``; "source": resampled
+    back to the input's frame rate (nearest frame in time), as many frames as the input had over the
+    covered span, to write at ``info.source_fps``.
     """
+    output_fps(info, frame_rate)
     video = _fitted_layout(_as_tensor(video, "video"), info)
     if video.shape[1] < info.real_frames:
         raise InputError(f"video: has {video.shape[1]} frames but the fit used {info.real_frames} real frames; "
@@ -342,7 +368,7 @@ def unfit_video(video, info: FitInfo) -> np.ndarray:
         restored = _resize(chunk, out_h, out_w)
         pixels = ((restored + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
         result[start:stop] = pixels.permute(0, 2, 3, 1).cpu().numpy()
-    return result
+    return result[source_rate_frame_map(info)] if frame_rate == "source" else result
 
 
 # ---------------------------------------------------------------- still images

@@ -1,0 +1,131 @@
+"""The ``translate`` command: one clip, a batch of clips (optionally over several processes), or the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .batch import is_batch_source, list_clips, parse_shard, run_batch
+from .model_files import find_model_files
+from .pipeline import load_models, prepare_reference, translate_clip
+from .sampling import SamplingSettings
+from .tasks import get_task
+from .video_fit import FitOptions, summarize
+from .video_io import read_image
+from .windows import WindowOptions
+
+DEMO_NOTICE = ("DEMO: this ran a tiny RANDOMLY INITIALISED model of the real architecture, so the output video "
+               "is noise. It proves the installation and the whole pipeline work, not the model.")
+
+
+def progress_bar():
+    """A tqdm bar created at the first step, so model loading messages do not interleave with it."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    state = {}
+
+    def callback(info):
+        if "bar" not in state or info.step == 1:
+            state["bar"] = tqdm(total=info.total, desc="sampling", unit="step")
+        state["bar"].update(1)
+        if info.step == info.total:
+            state["bar"].close()
+
+    return callback
+
+
+def _options(args, demo: bool):
+    settings = SamplingSettings(steps=min(args.steps, 4) if demo else args.steps, cfg=args.cfg, shift=args.shift,
+                                solver=args.solver, seed=args.seed)
+    fps = None if args.frame_stride else args.fps
+    frames = args.frames or (9 if demo else None)
+    size = (args.width or 64, args.height or 64) if demo else (args.width, args.height)
+    fit = FitOptions(width=size[0], height=size[1], max_frames=frames, fps=fps, frame_stride=args.frame_stride,
+                     start_frame=args.start_frame, mode=args.fit)
+    windows = WindowOptions(args.window, args.overlap, args.ramp, args.window_batch).validate()
+    return settings, fit, windows
+
+
+def _demo_inputs(args, task, work: Path):
+    from PIL import Image  # noqa: PLC0415
+
+    from .tiny.models_folder import build_tiny_models_folder, make_demo_clip, make_demo_image  # noqa: PLC0415
+
+    files = build_tiny_models_folder(work / "models", tasks=[task.name])[task.name]
+    video = args.video or make_demo_clip(work / "demo_input.mp4")
+    reference = args.reference
+    if task.uses_reference and reference is None:
+        reference = work / "demo_reference.png"
+        Image.fromarray(make_demo_image()).save(reference)
+    return files, video, reference, args.out or "worldwander_demo.mp4"
+
+
+def _spawn_jobs(args) -> int:
+    """Re-run this command once per job with its own --shard (and GPU when there are GPUs)."""
+    argv, skip = [], False
+    for item in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if item in ("--jobs", "--shard"):
+            skip = True
+            continue
+        if not item.startswith(("--jobs=", "--shard=")):
+            argv.append(item)
+    procs = []
+    for index in range(args.jobs):
+        env = dict(os.environ)
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            env["CUDA_VISIBLE_DEVICES"] = str(index % torch.cuda.device_count())
+        cmd = [sys.executable, "-m", "wan_egoexo", *argv, "--shard", f"{index}/{args.jobs}"]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return max(proc.wait() for proc in procs)
+
+
+def run_translate(args) -> int:
+    task = get_task(args.task)
+    if args.jobs > 1 and not args.demo:
+        return _spawn_jobs(args)
+    settings, fit, windows = _options(args, args.demo)
+    with tempfile.TemporaryDirectory(prefix="wan_egoexo_demo_") as work:
+        if args.demo:
+            files, video, reference, out = _demo_inputs(args, task, Path(work))
+            device, dtype = "cpu", "fp32"
+        else:
+            if not args.video or not args.out:
+                print("error: translate needs --video and --out (or --demo)", file=sys.stderr)
+                return 2
+            files = find_model_files(task, args.models_dir, args.diffusers, args.lora, args.lora_domain,
+                                     use_lora=not args.no_lora)
+            video, reference, out, device, dtype = args.video, args.reference, args.out, args.device, args.dtype
+        batch = not args.demo and is_batch_source(video)
+        if not batch:
+            reference_image = read_image(reference) if reference else None
+            prepare_reference(task, reference_image, 32, 32)  # fail before loading the models
+        models = load_models(files, task, args.prompt, args.negative_prompt, settings.cfg, args.lora_strength,
+                             device, dtype, args.attention)
+
+        def translate_one(clip, out_path, reference_path):
+            image = read_image(reference_path) if reference_path else None
+            start = time.perf_counter()
+            result = translate_clip(models, clip, out_path, image, fit, settings, args.positions, windows,
+                                    args.output_rate, progress_bar())
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+            print(f"input: {summarize(result.fit)}")
+            print(f"wrote {out_path}: {len(result.frames)} frames at {result.fps:g} fps in "
+                  f"{time.perf_counter() - start:.1f}s ({stages})")
+
+        if batch:
+            report = run_batch(list_clips(video), out, translate_one, task.name, parse_shard(args.shard), reference)
+            print(report.summary())
+            return 1 if report.failed else 0
+        translate_one(video, out, reference)
+    if args.demo:
+        print(DEMO_NOTICE)
+    return 0
