@@ -1,0 +1,41 @@
+"""ComfyUI entry point of the WorldWander node pack (ego <-> exo video translation on Wan2.2-TI2V-5B).
+
+ComfyUI imports this file as a package named after the folder in custom_nodes/. The nodes use the
+core package ``wan_egoexo`` that sits beside this file; when it is not installed, this folder is
+*appended* to sys.path (appended so that ComfyUI's own top-level modules, e.g. its ``nodes``, keep
+priority over this pack's ``nodes`` folder). Importing is cheap: models, diffusers and the ComfyUI
+host modules are loaded only when a node lists its options or runs. Imported outside a package
+(e.g. run as a script), it registers nothing.
+"""
+
+import importlib.util
+import logging
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_CORE = os.path.join(_HERE, "wan_egoexo")
+
+
+def _core_locations(spec) -> list:
+    if spec is None:
+        return []
+    return [os.path.abspath(p) for p in (spec.submodule_search_locations or [])]
+
+
+def _make_core_importable() -> None:
+    spec = importlib.util.find_spec("wan_egoexo")
+    if spec is None:
+        sys.path.append(_HERE)
+    elif _CORE not in _core_locations(spec):
+        logging.warning("WorldWander nodes: using the wan_egoexo package installed at %s, not the one in %s.",
+                        ", ".join(_core_locations(spec)), _HERE)
+
+
+if __package__:
+    _make_core_importable()
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

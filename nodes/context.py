@@ -1,0 +1,88 @@
+"""The in-context node: VAE-encodes the clean parts of the WorldWander sequence (the source clip,
+and for ego -> exo the reference image) once, for the sampler to condition on.
+"""
+
+from __future__ import annotations
+
+from wan_egoexo.comfy_interop import first_image, image_batch_to_video
+from wan_egoexo.errors import InputError
+from wan_egoexo.positions import POSITION_MODES
+from wan_egoexo.tasks import TASKS, get_task
+
+from .handles import CONTEXT, FIT, VAE, ContextHandle
+
+# Default of VALIDATE_INPUTS' reference: ComfyUI passes an optional input only when it is linked
+# (as None at validation time, its value being unknown yet), so this value means "not connected".
+NOT_CONNECTED = "<not connected>"
+
+
+def missing_reference_message(task) -> str:
+    return (f"reference: the {task.name} task needs a reference image of the subject (a full-body view, e.g. from "
+            "behind); connect a Load Image node to WorldWander In-Context's reference input.")
+
+
+class WorldWanderInContext:
+    DESCRIPTION = ("Encodes the source clip (and for ego2exo the reference image) with the VAE: the clean part "
+                   "of the in-context sequence the sampler completes.")
+    CATEGORY = "WorldWander/sampling"
+    RETURN_TYPES = (CONTEXT,)
+    RETURN_NAMES = ("context",)
+    OUTPUT_TOOLTIPS = ("The task and its encoded source (and reference), for WorldWander Sampler.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "From WorldWander VAE Loader."}),
+                "task": (list(TASKS), {
+                    "default": "exo2ego",
+                    "tooltip": "exo2ego: the source is third-person, the output first-person (no reference). "
+                               "ego2exo: the source is first-person, the output third-person (needs a reference)."}),
+                "source": ("IMAGE", {
+                    "tooltip": "The source clip from WorldWander Load Video (4k+1 frames, sides multiples of 32)."}),
+                "positions": (list(POSITION_MODES), {
+                    "default": "collaborative",
+                    "tooltip": "collaborative: the output frames share the source frames' time positions, as the "
+                               "released LoRAs were trained. uniform: consecutive positions (the paper's ablation)."}),
+            },
+            "optional": {
+                "reference": ("IMAGE", {
+                    "tooltip": "ego2exo only: an image of the subject (a full-body view, e.g. from behind), "
+                               "letterboxed to the clip size. Only the first image is used."}),
+                "fit": (FIT, {"tooltip": "From WorldWander Load Video; checks that source is that clip."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, task, reference=NOT_CONNECTED):
+        if task is None:  # fed by a link: checked when the node runs
+            return True
+        try:
+            task = get_task(task)
+        except InputError as exc:
+            return str(exc)
+        if task.uses_reference and reference is NOT_CONNECTED:
+            return missing_reference_message(task)
+        return True
+
+    def build(self, vae, task, source, positions, reference=None, fit=None):
+        from wan_egoexo.latents import encode_video  # noqa: PLC0415
+        from wan_egoexo.pipeline import prepare_reference  # noqa: PLC0415
+
+        task = get_task(task)
+        if positions not in POSITION_MODES:
+            raise InputError(f"positions: {positions!r} is not supported; expected one of {POSITION_MODES}.")
+        if task.uses_reference and reference is None:
+            raise InputError(missing_reference_message(task))
+        video = image_batch_to_video(source, "source")
+        frames, height, width = video.shape[2:]
+        if fit is not None and (fit.width, fit.height, fit.num_frames) != (width, height, frames):
+            raise InputError(f"fit: describes {fit.num_frames} frames of {fit.width}x{fit.height} but source has "
+                             f"{frames} frames of {width}x{height}; connect the fit and frames of the same "
+                             "WorldWander Load Video.")
+        image = None if reference is None else first_image(reference, "reference")
+        reference_video = prepare_reference(task, image, width, height)
+        source_latents = encode_video(vae, video).cpu()
+        reference_latents = None if reference_video is None else encode_video(vae, reference_video).cpu()
+        return (ContextHandle(task, positions, source_latents, reference_latents, vae, fit),)

@@ -1,0 +1,73 @@
+"""The values that travel on the pack's own sockets (WW_*). They are immutable: a node that
+"changes" one returns a new handle, so ComfyUI's output cache never sees an input change under it.
+The large objects inside (the transformer, VAE, text encoder) are shared, never copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from wan_egoexo.errors import InputError
+from wan_egoexo.tasks import Task
+from wan_egoexo.video_fit import FitInfo
+
+MODEL = "WW_MODEL"
+VAE = "WW_VAE"
+TEXT_ENCODER = "WW_TEXT_ENCODER"
+TEXT = "WW_TEXT"
+CONTEXT = "WW_CONTEXT"
+FIT = "WW_FIT"
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """The transformer and the LoRAs (file path, strength) to have active when it samples."""
+
+    transformer: torch.nn.Module
+    name: str
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def with_lora(self, path: str, strength: float) -> "ModelHandle":
+        return replace(self, loras=self.loras + ((str(path), float(strength)),))
+
+
+@dataclass(frozen=True, eq=False)
+class TextEncoderHandle:
+    """The UMT5 encoder (waiting in RAM) and the device it runs on while encoding."""
+
+    encoder: object  # wan_egoexo.text_encoder_loader.TextEncoder
+    device: torch.device
+
+
+@dataclass(frozen=True, eq=False)
+class TextHandle:
+    """Prompt embeddings [1, 512, D] on the CPU; ``task`` is set when the task's fixed prompt was used."""
+
+    positive: torch.Tensor
+    negative: torch.Tensor | None
+    task: str | None = None
+
+    def check_task(self, task: Task) -> None:
+        if self.task is not None and self.task != task.name:
+            raise InputError(f"text: was encoded with the {self.task} prompt but the context is {task.name}; "
+                             f"set task to {task.name} on WorldWander Text Encode too.")
+
+    def check_width(self, width: int) -> None:
+        got = int(self.positive.shape[-1])
+        if got != width:
+            raise InputError(f"text: the embeddings are {got} wide but the transformer reads {width}-wide UMT5-XXL "
+                             "states; for WorldWander Conditioning Bridge, load the CLIP (umt5_xxl) with type 'wan'.")
+
+
+@dataclass(frozen=True, eq=False)
+class ContextHandle:
+    """The clean in-context parts as normalised latents on the CPU, and what is needed to finish."""
+
+    task: Task
+    positions: str
+    source: torch.Tensor  # [1, 48, f, h, w]
+    reference: torch.Tensor | None  # [1, 48, 1, h, w] for ego->exo
+    vae: torch.nn.Module  # for the latent statistics (raw <-> normalised)
+    fit: FitInfo | None

@@ -1,0 +1,128 @@
+"""Loader nodes: the Wan2.2-TI2V-5B transformer, a WorldWander (or any Wan) LoRA, the Wan2.2 VAE
+and the UMT5 text encoder, from ComfyUI's model folders. Models live only in ComfyUI's node-output
+cache, so ComfyUI's "free memory" / a changed input releases them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import host
+from .handles import MODEL, TEXT_ENCODER, VAE, ModelHandle, TextEncoderHandle
+
+CATEGORY = "WorldWander/loaders"
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+class WorldWanderModelLoader:
+    DESCRIPTION = "Loads the Wan2.2-TI2V-5B transformer (ComfyUI single file or a Diffusers folder)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The transformer, ready for WorldWander LoRA Loader and WorldWander Sampler.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from wan_egoexo.transformer_loader import ATTENTION_BACKENDS  # noqa: PLC0415  (imports diffusers)
+
+        return {"required": {
+            "model_name": (host.model_choices(host.TRANSFORMER_FOLDERS), {
+                "tooltip": "wan2.2_ti2v_5B_fp16.safetensors from models/diffusion_models (or models/unet), "
+                           "or a Wan2.2-TI2V-5B-Diffusers folder in models/diffusers."}),
+            "dtype": (list(DTYPES), {
+                "default": "auto",
+                "tooltip": "Weight precision. auto = bf16 on a GPU, fp32 on the CPU."}),
+            "attention": (list(ATTENTION_BACKENDS), {
+                "default": "sdpa",
+                "tooltip": "Attention kernel. sdpa = PyTorch's built-in; flash / sage need their packages."}),
+        }}
+
+    def load(self, model_name, dtype, attention):
+        from wan_egoexo.transformer_loader import load_transformer  # noqa: PLC0415
+
+        path = host.model_path(host.TRANSFORMER_FOLDERS, model_name, "model_name")
+        host.make_room()
+        transformer = load_transformer(path, device=host.torch_device(), dtype=None if dtype == "auto" else dtype,
+                                       attention=attention)
+        return (ModelHandle(transformer, model_name),)
+
+
+class WorldWanderLoraLoader:
+    DESCRIPTION = ("Adds a LoRA to the model: wan2-2_lora_three2one_* for exo -> ego, wan2-2_lora_one2three_* for "
+                   "ego -> exo. Chain several; strengths never accumulate between runs.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The same transformer with this LoRA added to the ones it already had.",)
+    FUNCTION = "add_lora"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "From WorldWander Model Loader (or another LoRA loader)."}),
+            "lora_name": (host.model_choices(host.LORA_FOLDERS, with_diffusers=False), {
+                "tooltip": "A LoRA in models/loras: the released WorldWander .ckpt files (read safely, no "
+                           "pickle code runs) or a .safetensors LoRA in PEFT, Wan/DiffSynth or kohya layout."}),
+            "strength": ("FLOAT", {
+                "default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
+                "tooltip": "LoRA scale; 1.0 is how WorldWander was trained, 0 switches it off."}),
+        }}
+
+    def add_lora(self, model, lora_name, strength):
+        path = host.model_path(host.LORA_FOLDERS, lora_name, "lora_name", with_diffusers=False)
+        return (model.with_lora(path, strength),)
+
+
+class WorldWanderVAELoader:
+    DESCRIPTION = "Loads the Wan2.2 VAE (48 latent channels, 16x16 spatial and 4x temporal compression)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (VAE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The VAE, for WorldWander In-Context and WorldWander Decode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": (host.model_choices(host.VAE_FOLDERS), {
+                "tooltip": "wan2.2_vae.safetensors from models/vae (not the Wan2.1 VAE), or a "
+                           "Wan2.2-TI2V-5B-Diffusers folder in models/diffusers."}),
+        }}
+
+    def load(self, vae_name):
+        from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
+
+        path = host.model_path(host.VAE_FOLDERS, vae_name, "vae_name")
+        return (load_vae(path, device=host.torch_device()),)
+
+
+class WorldWanderTextEncoderLoader:
+    DESCRIPTION = ("Loads the UMT5-XXL text encoder with its tokenizer (the fp8-scaled ComfyUI file carries it). "
+                   "It waits in RAM and moves to the device only while encoding.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("The text encoder, for WorldWander Text Encode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "text_encoder_name": (host.model_choices(host.TEXT_ENCODER_FOLDERS), {
+                "tooltip": "umt5_xxl_fp8_e4m3fn_scaled.safetensors (or umt5_xxl_fp16) from models/text_encoders "
+                           "(or models/clip), or a Diffusers folder in models/diffusers."}),
+            "device": (["default", "cpu"], {
+                "default": "default",
+                "tooltip": "default = where ComfyUI runs text encoders (usually the GPU); cpu saves GPU memory "
+                           "but encodes slowly."}),
+        }}
+
+    def load(self, text_encoder_name, device):
+        from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
+        from wan_egoexo.text_encoder_loader import load_text_encoder  # noqa: PLC0415
+
+        path = host.model_path(host.TEXT_ENCODER_FOLDERS, text_encoder_name, "text_encoder_name")
+        run_on = torch.device(host.text_encoder_device() if device == "default" else "cpu")
+        encoder = load_text_encoder(path, device="cpu", dtype=resolve_dtype(None, run_on))
+        return (TextEncoderHandle(encoder, run_on),)

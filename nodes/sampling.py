@@ -1,0 +1,78 @@
+"""The sampler node: makes the model's LoRAs active at their strengths, samples the target latents
+in context, and returns them raw (un-normalised) so ComfyUI's own VAE Decode can decode them too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wan_egoexo.comfy_interop import latent_samples
+from wan_egoexo.errors import InputError
+
+from . import host
+from .handles import CONTEXT, MODEL, TEXT
+
+
+class WorldWanderSampler:
+    DESCRIPTION = ("Generates the other view of the source clip: flow-matching sampling of the target in context "
+                   "(defaults: the authors' UniPC, 50 steps, cfg 5, shift 5, seed 1234).")
+    CATEGORY = "WorldWander/sampling"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("The translated clip as raw Wan2.2 latents, for WorldWander Decode (or VAE Decode).",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from wan_egoexo.sampling import SOLVERS  # noqa: PLC0415
+
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The transformer with the task's LoRA (WorldWander LoRA Loader)."}),
+                "context": (CONTEXT, {"tooltip": "From WorldWander In-Context."}),
+                "text": (TEXT, {"tooltip": "From WorldWander Text Encode or WorldWander Conditioning Bridge."}),
+                "seed": ("INT", {
+                    "default": 1234, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                    "tooltip": "Noise seed; the noise is drawn on the CPU, so a seed gives the same result on "
+                               "every device. 1234 is the authors' setting."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                                  "tooltip": "Sampling steps (50 in the reference setting)."}),
+                "cfg": ("FLOAT", {
+                    "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance on the text; 1 = off (one forward per step)."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.1,
+                                    "tooltip": "Flow shift of the noise schedule (5 for Wan2.2-TI2V-5B)."}),
+                "solver": (list(SOLVERS), {"default": "unipc",
+                                           "tooltip": "unipc: the reference multistep solver; euler: first order."}),
+                "denoise": ("FLOAT", {
+                    "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                    "tooltip": "1 = generate from noise. Below 1, start part-way from init_latent."}),
+            },
+            "optional": {
+                "init_latent": ("LATENT", {
+                    "tooltip": "Only with denoise < 1: a latent of the target's size to start from (e.g. an "
+                               "earlier result)."}),
+            },
+        }
+
+    def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, init_latent=None):
+        from wan_egoexo.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
+        from wan_egoexo.lora import activate_loras  # noqa: PLC0415
+        from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: PLC0415
+
+        text.check_task(context.task)
+        text.check_width(int(model.transformer.config.text_dim))
+        settings = SamplingSettings(steps=int(steps), cfg=float(cfg), shift=float(shift), solver=solver,
+                                    seed=int(seed), denoise=float(denoise)).validate()
+        init = None
+        if settings.denoise < 1.0:
+            if init_latent is None:
+                raise InputError(f"init_latent: denoise {settings.denoise:g} < 1 starts from a latent; connect "
+                                 "init_latent or set denoise to 1.0.")
+            init = normalize_latents(latent_samples(init_latent, "init_latent").float(), context.vae)
+        activate_loras(model.transformer, list(model.loras))
+        with torch.no_grad():
+            latents = sample_target(model.transformer, context.source, text.positive, text.negative,
+                                    reference=context.reference, positions=context.positions, settings=settings,
+                                    init_latents=init, callback=host.StepReporter(settings.steps))
+        return ({"samples": denormalize_latents(latents.float().cpu(), context.vae)},)

