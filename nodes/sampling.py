@@ -47,6 +47,13 @@ class WorldWanderSampler:
                 "denoise": ("FLOAT", {
                     "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                     "tooltip": "1 = generate from noise. Below 1, start part-way from init_latent."}),
+                "window": ("INT", {
+                    "default": 0, "min": 0, "max": 1000,
+                    "tooltip": "Long clips: sliding-window length in latent frames (13 = the trained 49 frames). "
+                               "0 = off: one pass over the whole clip."}),
+                "overlap": ("INT", {
+                    "default": 4, "min": 0, "max": 999,
+                    "tooltip": "Long clips: latent frames shared by neighbouring windows, blended linearly."}),
             },
             "optional": {
                 "init_latent": ("LATENT", {
@@ -55,15 +62,18 @@ class WorldWanderSampler:
             },
         }
 
-    def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, init_latent=None):
+    def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, window=0, overlap=4,
+               init_latent=None):
         from wan_egoexo.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
         from wan_egoexo.lora import activate_loras  # noqa: PLC0415
         from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: PLC0415
+        from wan_egoexo.windows import WindowOptions  # noqa: PLC0415
 
         text.check_task(context.task)
         text.check_width(int(model.transformer.config.text_dim))
         settings = SamplingSettings(steps=int(steps), cfg=float(cfg), shift=float(shift), solver=solver,
                                     seed=int(seed), denoise=float(denoise)).validate()
+        windows = WindowOptions(length=int(window), overlap=int(overlap)).validate() if window else None
         init = None
         if settings.denoise < 1.0:
             if init_latent is None:
@@ -74,5 +84,5 @@ class WorldWanderSampler:
         with torch.no_grad():
             latents = sample_target(model.transformer, context.source, text.positive, text.negative,
                                     reference=context.reference, positions=context.positions, settings=settings,
-                                    init_latents=init, callback=host.StepReporter(settings.steps))
+                                    init_latents=init, callback=host.StepReporter(settings.steps), windows=windows)
         return ({"samples": denormalize_latents(latents.float().cpu(), context.vae)},)

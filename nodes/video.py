@@ -23,7 +23,7 @@ def fit_options(width, height, frames, fps, frame_stride, start_frame, fit) -> F
     if fps and frame_stride != 1:
         raise InputError(f"frame_stride: {frame_stride} is only used when fps is 0 (fps is {fps:g}); "
                          "set fps to 0 to take every Nth frame, or frame_stride to 1 to resample to fps.")
-    return FitOptions(width=width or None, height=height or None, max_frames=frames, fps=fps or None,
+    return FitOptions(width=width or None, height=height or None, max_frames=frames or None, fps=fps or None,
                       frame_stride=None if fps else frame_stride, start_frame=start_frame, mode=fit)
 
 
@@ -52,9 +52,10 @@ class WorldWanderLoadVideo:
                 "default": 0, "min": 0, "max": 4096, "step": 32,
                 "tooltip": "Height to fit to, a multiple of 32. 0 = automatic (see width)."}),
             "frames": ("INT", {
-                "default": 49, "min": 1, "max": 1001, "step": 4,
-                "tooltip": "Number of frames, 4k+1 (49 as trained). A shorter clip repeats its last frame, "
-                           "and the repeats are dropped again on decoding."}),
+                "default": 49, "min": 0, "max": 100_001, "step": 1,
+                "tooltip": "Number of frames, 4k+1 (49 as trained), or 0 for the whole clip (set the sampler's "
+                           "window for clips longer than 49). A shorter clip repeats its last frame, and the "
+                           "repeats are dropped again on decoding."}),
             "fps": ("FLOAT", {
                 "default": 8.0, "min": 0.0, "max": 240.0, "step": 0.5,
                 "tooltip": "Resample to this frame rate (nearest source frame; 8 as trained). "

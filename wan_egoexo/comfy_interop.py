@@ -191,10 +191,13 @@ def write_preview_gif(path, frames, fps: float, max_side: int = 512) -> Path:
 
 # ---------------------------------------------------------------- reading only what a fit uses
 
-def frames_needed(options: FitOptions, source_fps: float) -> int:
-    """How many frames from the start of a clip at ``source_fps`` the fit ``options`` can use: decoding
-    stops there, so a long clip is never held in memory whole. Mirrors video_fit.select_frame_indices."""
+def frames_needed(options: FitOptions, source_fps: float) -> int | None:
+    """How many frames from the start of a clip at ``source_fps`` the fit ``options`` can use (None: all,
+    when the whole clip is wanted): decoding stops there, so a long clip is never held in memory whole
+    for a short fit. Mirrors video_fit.select_frame_indices."""
     options.validate()
+    if options.max_frames is None:
+        return None
     last = options.max_frames - 1
     if options.fps is not None:
         ratio = float(source_fps) / float(options.fps)

@@ -39,6 +39,8 @@ TEST_SIZE = 64  # width and height used instead of the shipped auto size (see th
 TEST_STEPS = 2
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 56, 96, 64, 8.0  # longer than 49 frames at 8 fps
 VIDEO_NAME, REFERENCE_NAME = "worldwander_input.mp4", "worldwander_reference.png"
+# the long-clip workflow translates the whole 56-frame clip (15 latent frames) in two sliding windows
+SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json"]
 
 
 def load_workflow(name: str) -> dict:
@@ -92,7 +94,7 @@ def expected_output(workflow: dict, prompt: dict, clip_path, object_info: dict):
 
     loader = widget_values(only_node(workflow, "WorldWanderLoadVideo"), object_info)
     options = FitOptions(width=loader["width"] or None, height=loader["height"] or None,
-                         max_frames=loader["frames"], fps=loader["fps"] or None,
+                         max_frames=loader["frames"] or None, fps=loader["fps"] or None,
                          frame_stride=None if loader["fps"] else loader["frame_stride"],  # stride only with fps 0
                          start_frame=loader["start_frame"], mode=loader["fit"])
     clip = read_video(clip_path)
@@ -188,7 +190,7 @@ def test_builtin_workflow_runs(comfy_server, object_info):
 
 # ---------------------------------------------------------------- the shipped workflows
 
-@pytest.mark.parametrize("name", ["exo2ego.json", "ego2exo.json"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_workflow_writes_video(name, comfy_server, object_info, input_files):
     from wan_egoexo.video_io import read_video  # noqa: PLC0415
 
@@ -326,7 +328,7 @@ def test_unknown_node_type_is_named():
         workflow_to_prompt(workflow, FAKE_OBJECT_INFO)
 
 
-@pytest.mark.parametrize("name", ["exo2ego.json", "ego2exo.json"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_workflow_nodes_and_note(name):
     """Every node is a pack node, a built-in present in 2024 and 0.3.x ComfyUI, or a frontend-only
     node; the canvas note names every model file the loaders are set to."""
