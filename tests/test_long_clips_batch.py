@@ -101,3 +101,20 @@ def test_batch_sources_and_shards(tmp_path):
     assert parse_shard("1/4") == (1, 4)
     with pytest.raises(InputError, match="shard"):
         parse_shard("4/4")
+
+
+def test_long_clip_benchmark_runs(tmp_path, capsys):
+    """benchmarks/bench_long_clips.py in a fast setting, so the script never rots."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_long_clips.py"
+    spec = importlib.util.spec_from_file_location("bench_long_clips", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "rows.json"
+    assert bench.main(["--frames", "5", "20", "--size", "32", "--steps", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["output_frames"] for r in rows] == [5, 20] and all(r["peak_rss_mb"] > 0 for r in rows)
+    assert "peak RSS MB" in capsys.readouterr().out
