@@ -19,7 +19,6 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
 from .checkpoint_files import (
-    TensorInfo,
     find_diffusers_component,
     load_from_files,
     read_folder_headers,

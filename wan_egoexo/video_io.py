@@ -13,7 +13,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +21,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic_files import atomic_path
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -289,14 +289,10 @@ def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int
     frames = _pad_to_even(_frames_as_uint8(frames))
     height, width = frames.shape[1:3]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(handle)
-    temp = Path(temp_name)
     output_params = ["-crf", str(int(crf)), "-vf", _BT709_FILTER]
     if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
         output_params += ["-movflags", "+faststart"]
-    try:
+    with atomic_path(path, keep_suffix=True) as temp:
         writer = imageio_ffmpeg.write_frames(
             str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
             codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
@@ -307,8 +303,4 @@ def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int
         writer.close()
         if temp.stat().st_size == 0:
             raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return path

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from ..atomic_files import atomic_path
 from ..errors import InputError
 from .layouts import original_wan_module_name, read_lora_file
 
@@ -89,12 +89,6 @@ def convert_lora_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         "wan_egoexo.modules": str(sum(k.endswith(".lora_down.weight") for k in tensors)),
         "wan_egoexo.ranks": json.dumps(ranks),
     }
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, dst)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
     return dst

@@ -1,0 +1,71 @@
+"""From dataset samples to the model's input: VAE-encoding pixel samples (posterior samples, as the
+authors) and arranging ego / exo / reference latents as source, target and reference for the task.
+
+``encode_sample`` is the single place where a clip becomes latents: ``prepare`` and a run from videos
+both call it, with a generator seeded by the sample's own noise seed, so both get the same latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wan_egoexo.errors import InputError
+from wan_egoexo.latents import encode_video
+from wan_egoexo.tasks import Task
+
+from .prompts import sample_prompt
+
+
+@dataclass
+class LatentBatch:
+    source: torch.Tensor  # [B, 48, f, h, w] normalised latents
+    target: torch.Tensor
+    reference: torch.Tensor | None  # [B, 48, 1, h, w] (ego -> exo) or None
+    prompts: list[str]
+    stems: list[str]
+
+
+def _vae_device(vae) -> torch.device:
+    return next(vae.parameters()).device
+
+
+def encode_sample(vae, sample: dict) -> dict[str, torch.Tensor | None]:
+    """Normalised latents (float32, on the VAE's device) of one pixel sample: ego, exo, then the
+    reference, each drawn from the VAE posterior with one generator seeded by ``sample["noise_seed"]``."""
+    generator = torch.Generator(device=_vae_device(vae)).manual_seed(int(sample["noise_seed"]))
+    out = {}
+    for view in ("ego", "exo", "reference"):
+        pixels = sample.get(view)
+        out[view] = None if pixels is None else encode_video(vae, pixels[None], sample=True, generator=generator)[0]
+    return out
+
+
+def task_batch(task: Task, samples: list[dict], device) -> LatentBatch:
+    """Stack latent samples into the task's parts: exo -> ego is source exo, target ego; ego -> exo is
+    source ego, target exo, with the reference."""
+    source_view, target_view = ("ego", "exo") if task.uses_reference else ("exo", "ego")
+    source = torch.stack([s[source_view] for s in samples]).to(device=device, dtype=torch.float32)
+    target = torch.stack([s[target_view] for s in samples]).to(device=device, dtype=torch.float32)
+    reference = None
+    if task.uses_reference:
+        missing = [s["stem"] for s in samples if s.get("reference") is None]
+        if missing:
+            raise InputError(f"pairs {missing}: no reference image; the {task.name} task needs one per pair.")
+        reference = torch.stack([s["reference"] for s in samples]).to(device=device, dtype=torch.float32)
+    prompts = [sample_prompt(task, s.get("caption")) for s in samples]
+    return LatentBatch(source, target, reference, prompts, [s["stem"] for s in samples])
+
+
+class LatentSource:
+    """Turns a DataLoader batch (a list of samples) into a LatentBatch: encodes pixels with the VAE when
+    training from videos, or only moves cached latents to the device."""
+
+    def __init__(self, task: Task, device, vae=None):
+        self.task, self.device, self.vae = task, torch.device(device), vae
+
+    def __call__(self, samples: list[dict]) -> LatentBatch:
+        if self.vae is not None:
+            samples = [{**s, **encode_sample(self.vae, s)} for s in samples]
+        return task_batch(self.task, samples, self.device)

@@ -1,0 +1,38 @@
+"""``python -m training.train --config training/configs/exo2ego.yaml [--section.option VALUE ...]``
+
+Trains a WorldWander LoRA from one config file. The same command runs on one GPU, under
+``torchrun --nproc_per_node N`` or ``accelerate launch`` (data parallel; ``--distributed.strategy fsdp``
+shards the base model), on several nodes, and on the CPU. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from wan_egoexo.errors import WanEgoExoError
+
+from .config import build_parser, config_from_args, dump_config
+
+
+def main(argv=None) -> int:
+    parser = build_parser("python -m training.train", "Train a WorldWander LoRA (ego <-> exo) on Wan2.2-TI2V-5B.")
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if args.print_config:
+            print(dump_config(config), end="")
+            return 0
+        from .loop import train  # noqa: PLC0415  (torch / diffusers load only when training)
+
+        result = train(config)
+    except WanEgoExoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained to step {result.step}; LoRA: {result.lora_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
