@@ -112,3 +112,30 @@ def test_demo_runs(tmp_path, capsys):
     assert cli.main(["translate", "--demo", "--task", "ego2exo", "--out", str(out)]) == 0
     assert read_video(out).num_frames == 9
     assert "noise" in capsys.readouterr().out
+
+
+def test_memory_flags_and_prompt_cache(models, clip, tmp_path, monkeypatch, capsys):
+    """A repeat run with the prompt cache never loads UMT5; --memory none gives the same video as auto
+    (compact modulation is exact up to float rounding)."""
+    import wan_egoexo.pipeline as pipeline
+    import wan_egoexo.text_encoder_loader as te_loader
+
+    loads = []
+    real = te_loader.load_text_encoder
+    counting = lambda *a, **k: loads.append(a) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(te_loader, "load_text_encoder", counting)  # the cache's loader
+    monkeypatch.setattr(pipeline, "load_text_encoder", counting)  # the uncached path
+    cache = tmp_path / "cache"
+    outs = []
+    for index, extra in enumerate([["--memory", "auto"], ["--memory", "auto"], ["--memory", "none", "--no-offload"]]):
+        out = tmp_path / f"o{index}.mp4"
+        assert cli.main(["translate", "--video", str(clip), "--out", str(out), "--models-dir", str(models),
+                         "--prompt-cache", str(cache), *SMALL, *extra]) == 0
+        outs.append(read_video(out).frames.astype(int))
+    assert len(loads) == 2  # first auto run fills the cache; the second hits it; "none" bypasses the cache
+    assert len(list(cache.glob("*.safetensors"))) == 2  # the task prompt and the empty negative prompt
+    assert np.abs(outs[0] - outs[1]).max() == 0
+    # after h264 at crf 17 on a noise-like video, 1e-6 float differences move a few pixels by a few levels;
+    # tensor-level equality of the options is tested in test_memory_options.py
+    assert np.abs(outs[0] - outs[2]).mean() < 0.5
+    assert "memory plan on cpu: compact_modulation, prompt_cache" in capsys.readouterr().out

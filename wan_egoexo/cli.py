@@ -26,7 +26,22 @@ def _translate_parser(sub) -> None:
     g.add_argument("--no-lora", action="store_true", help="run the base model without a LoRA")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--dtype", default="auto", help="transformer dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    g.add_argument("--attention", default="sdpa", help="attention backend: sdpa or a diffusers backend (flash, ...)")
+    g.add_argument("--attention", default="auto",
+                   help="attention backend: auto (flash-attn when installed and supported, else sdpa), sdpa, flash, ...")
+    m = p.add_argument_group("memory (auto picks the fastest set that fits the free GPU memory; flags override it)")
+    m.add_argument("--memory", default="auto", choices=["auto", "none"],
+                   help="none: everything resident, no prompt cache, diffusers' default modulation")
+    m.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
+                   help="stream transformer blocks from CPU memory ahead of use (24 GB GPUs)")
+    m.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None,
+                   help="store transformer weights in fp8, compute in bf16 (16 GB GPUs; slightly lossy)")
+    m.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
+                   help="VAE encode/decode in spatial tiles")
+    m.add_argument("--text-encoder-device", help="where UMT5 runs (cpu keeps the GPU free); default: per plan")
+    m.add_argument("--prompt-cache", help="prompt-embedding cache folder (default: $WAN_EGOEXO_CACHE/prompts "
+                   "or ~/.cache/wan_egoexo/prompts)")
+    m.add_argument("--no-prompt-cache", action="store_true", help="always run the text encoder")
+    m.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
     s = p.add_argument_group("sampling")
     s.add_argument("--prompt", help="default: the task's fixed training prompt")
     s.add_argument("--negative-prompt", default="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -48,6 +49,33 @@ def _options(args, demo: bool):
                      start_frame=args.start_frame, mode=args.fit)
     windows = WindowOptions(args.window, args.overlap, args.ramp, args.window_batch).validate()
     return settings, fit, windows
+
+
+def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: SamplingSettings, device):
+    """The memory plan for this run: chosen from the free GPU memory (--memory auto) for the largest
+    forward the run makes (one window), then overridden by the explicit flags."""
+    from .devices import resolve_device  # noqa: PLC0415
+    from .memory.auto import MemoryPlan, choose_memory_plan  # noqa: PLC0415
+
+    device = resolve_device(device)
+    if args.memory == "auto":
+        window_frames = (windows.length - 1) * 4 + 1
+        frames = min(fit.max_frames or window_frames, window_frames)
+        plan = choose_memory_plan(fit.height or 704, fit.width or 1280, frames, task.uses_reference,
+                                  1 if settings.cfg == 1 else 2, device)
+    else:
+        plan = MemoryPlan(device=str(device), compact_modulation=False, prompt_cache=False,
+                          text_encoder_device=str(device))
+    overrides = {"block_offload": args.offload, "fp8_weights": args.fp8, "vae_tiling": args.vae_tiling,
+                 "text_encoder_device": args.text_encoder_device}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.no_prompt_cache or args.demo:
+        overrides["prompt_cache"] = False
+    if args.compile:
+        overrides["compile_blocks"] = True
+    if args.attention != "auto":
+        overrides["attention"] = args.attention
+    return dataclasses.replace(plan, **overrides)
 
 
 def _demo_inputs(args, task, work: Path):
@@ -108,8 +136,13 @@ def run_translate(args) -> int:
         if not batch:
             reference_image = read_image(reference) if reference else None
             prepare_reference(task, reference_image, 32, 32)  # fail before loading the models
+        plan = memory_plan(args, task, fit, windows, settings, device)
         models = load_models(files, task, args.prompt, args.negative_prompt, settings.cfg, args.lora_strength,
-                             device, dtype, args.attention)
+                             device, dtype, plan.attention, plan=plan, prompt_cache_dir=args.prompt_cache)
+        on = [name for name in ("compact_modulation", "vae_tiling", "block_offload", "fp8_weights", "prompt_cache",
+                                "compile_blocks") if getattr(plan, name)]
+        print(f"memory plan on {plan.device}: {', '.join(on) or 'defaults'}; attention {plan.attention}; "
+              f"text encoder on {plan.text_encoder_device}")
 
         def translate_one(clip, out_path, reference_path):
             image = read_image(reference_path) if reference_path else None

@@ -16,17 +16,21 @@ import numbers
 import torch
 
 from .errors import InputError
+from .memory.offload import execution_device
 from .positions import frame_positions, rotary_tables
 
 MAX_TEXT_TOKENS = 512
 
 
 @contextlib.contextmanager
-def rotary_override(transformer, cos: torch.Tensor, sin: torch.Tensor):
-    """Make ``transformer.rope`` return the given tables for the duration of the block; always undone."""
+def rotary_override(transformer, frame_index: torch.Tensor, height_tokens: int, width_tokens: int):
+    """Make ``transformer.rope`` return the tables for ``frame_index`` for the duration of the block;
+    always undone. The tables are built inside the hook, from the rope's buffers where the forward
+    runs (block offloading may keep them elsewhere until then)."""
 
-    def replace_output(_module, _inputs, _output):
-        return cos, sin
+    def replace_output(module, _inputs, output):
+        cos, sin = rotary_tables(module, frame_index, height_tokens, width_tokens)
+        return cos.to(output[0].device), sin.to(output[0].device)
 
     handle = transformer.rope.register_forward_hook(replace_output)
     try:
@@ -90,8 +94,8 @@ def predict_flow(transformer, target, timestep, text_embeds, source, reference=N
     if frames % patch[0]:
         raise InputError(f"target: {frames} latent frames is not a multiple of the temporal patch {patch[0]}.")
 
-    dtype = transformer.patch_embedding.weight.dtype
-    device = transformer.patch_embedding.weight.device
+    dtype = transformer.patch_embedding.weight.dtype  # never fp8: layerwise casting skips the patch embedding
+    device = execution_device(transformer)
     parts = ([reference] if reference is not None else []) + [source, target]
     hidden = torch.cat([part.to(device=device, dtype=dtype) for part in parts], dim=2)
 
@@ -105,8 +109,9 @@ def predict_flow(transformer, target, timestep, text_embeds, source, reference=N
     )
 
     index = frame_positions(grid_t, reference is not None, positions)
-    cos, sin = rotary_tables(transformer.rope, index, grid_h, grid_w)
-    with rotary_override(transformer, cos, sin):
+    if max(int(index.max()) + 1, grid_h, grid_w) > transformer.rope.max_seq_len:
+        rotary_tables(transformer.rope, index, grid_h, grid_w)  # raises the named error before the forward
+    with rotary_override(transformer, index, grid_h, grid_w):
         out = transformer(
             hidden_states=hidden,
             timestep=per_token,

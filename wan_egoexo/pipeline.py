@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .devices import resolve_device, resolve_dtype
 from .latents import decode_latents, encode_video
+from .memory.auto import MemoryPlan
+from .memory.compile import compile_blocks
+from .memory.fp8_weights import enable_fp8_storage
+from .memory.modulation import enable_compact_modulation
+from .memory.offload import enable_block_offload
+from .memory.prompt_cache import encode_prompts_cached
+from .memory.vae_chunking import enable_vae_tiling
 from .model_files import ModelFiles
 from .sampling import SamplingSettings, sample_target
 from .tasks import Task, get_task
@@ -36,15 +44,22 @@ class TranslationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def task_prompts(task: Task, prompt: str | None = None, negative_prompt: str = "", cfg: float = 5.0) -> list[str]:
+    """[prompt] or [prompt, negative prompt] (with guidance); the task's fixed prompt by default."""
+    prompts = [task.prompt if prompt is None else prompt]
+    if cfg != 1.0:
+        prompts.append(negative_prompt)
+    return prompts
+
+
+def _split_embeds(embeds: torch.Tensor):
+    return (embeds[:1], embeds[1:]) if embeds.shape[0] == 2 else (embeds, None)
+
+
 def encode_task_prompts(text_encoder, task: Task, prompt: str | None = None, negative_prompt: str = "",
                         cfg: float = 5.0, device=None):
     """(conditional, unconditional-or-None) embeddings [1, 512, D]; the task's fixed prompt by default."""
-    prompts = [task.prompt if prompt is None else prompt]
-    guided = cfg != 1.0
-    if guided:
-        prompts.append(negative_prompt)
-    embeds = encode_prompts(text_encoder, prompts, device=device)
-    return (embeds[:1], embeds[1:]) if guided else (embeds, None)
+    return _split_embeds(encode_prompts(text_encoder, task_prompts(task, prompt, negative_prompt, cfg), device=device))
 
 
 def prepare_reference(task: Task, reference_image, width: int, height: int):
@@ -109,24 +124,59 @@ class LoadedModels:
     load_seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _encode_text(files: ModelFiles, prompts: list[str], plan: MemoryPlan | None, prompt_cache_dir, device):
+    """Prompt embeddings on the CPU: from the on-disk cache when the plan allows (the text encoder
+    then loads only for prompts never seen), else by loading the encoder and releasing it."""
+    if plan is not None and plan.prompt_cache:
+        embeds, _stats = encode_prompts_cached(files.text_encoder, prompts, prompt_cache_dir,
+                                               device=plan.text_encoder_device)
+        return embeds
+    text_encoder = load_text_encoder(files.text_encoder, device=plan.text_encoder_device if plan else device)
+    embeds = encode_prompts(text_encoder, prompts, device="cpu")
+    del text_encoder
+    _free_memory()
+    return embeds
+
+
+def apply_memory_plan(transformer, vae, plan: MemoryPlan, dtype=None) -> None:
+    """Memory options on loaded models, in the order they compose: compact modulation, then fp8
+    storage, then block offloading (it wraps the others), then compilation. LoRAs go on before."""
+    if vae is not None and plan.vae_tiling:
+        enable_vae_tiling(vae)
+    if plan.compact_modulation:
+        enable_compact_modulation(transformer)
+    if plan.fp8_weights:
+        enable_fp8_storage(transformer, resolve_dtype(dtype, resolve_device(plan.device)),
+                           device=None if plan.block_offload else plan.device)
+    if plan.block_offload:
+        enable_block_offload(transformer, plan.device)
+    if plan.compile_blocks:
+        compile_blocks(transformer)
+
+
 def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "", cfg: float = 5.0,
-                lora_strength: float = 1.0, device=None, dtype=None, attention=None, log=print) -> LoadedModels:
-    """Encode the prompt, release the text encoder, then load the VAE, the transformer and the LoRA."""
+                lora_strength: float = 1.0, device=None, dtype=None, attention=None, log=print,
+                plan: MemoryPlan | None = None, prompt_cache_dir=None) -> LoadedModels:
+    """Encode the prompt (the text encoder is released before anything else loads), then load the VAE,
+    the transformer and the LoRA, and apply the memory ``plan`` (None: everything resident, no cache)."""
     from .lora import apply_lora  # noqa: PLC0415  (peft is imported only when a LoRA is used)
 
     task = get_task(task)
     seconds = {}
     start = time.perf_counter()
-    text_encoder = load_text_encoder(files.text_encoder, device=device)
-    cond, uncond = encode_task_prompts(text_encoder, task, prompt, negative_prompt, cfg, device="cpu")
-    del text_encoder
-    _free_memory()
+    cond, uncond = _split_embeds(_encode_text(files, task_prompts(task, prompt, negative_prompt, cfg), plan,
+                                              prompt_cache_dir, device))
     seconds["text"] = time.perf_counter() - start
     start = time.perf_counter()
-    vae = load_vae(files.vae, device=device)
-    transformer = load_transformer(files.transformer, device=device, dtype=dtype, attention=attention)
+    vae = load_vae(files.vae, device=plan.device if plan else device)
+    staged = plan is not None and (plan.block_offload or plan.fp8_weights)  # load on the CPU, move per the plan
+    transformer = load_transformer(files.transformer, device="cpu" if staged else (plan.device if plan else device),
+                                   dtype=resolve_dtype(dtype, resolve_device(plan.device if plan else device)),
+                                   attention=attention or (plan.attention if plan else None))
     if files.lora is not None:
         apply_lora(transformer, files.lora, strength=lora_strength)
+    if plan is not None:
+        apply_memory_plan(transformer, vae, plan, dtype)
     seconds["load"] = time.perf_counter() - start
     log(f"models loaded in {seconds['load']:.1f}s; translating {task.source_view} -> {task.target_view}")
     return LoadedModels(transformer, vae, cond, uncond, task, seconds)

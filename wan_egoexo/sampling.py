@@ -14,6 +14,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from .errors import InputError
 from .in_context import predict_flow
+from .memory.offload import execution_device
 from .windows import WindowOptions, windowed_flow
 
 SOLVERS = ("unipc", "euler")
@@ -104,7 +105,7 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
     """
     settings = (settings or SamplingSettings()).validate()
     windows = None if windows is None else windows.validate()
-    device = transformer.patch_embedding.weight.device
+    device = execution_device(transformer)
     batch = source.shape[0]
     source = source.to(device=device, dtype=torch.float32)
     reference = None if reference is None else reference.to(device=device, dtype=torch.float32)
