@@ -24,6 +24,7 @@ class WorldWanderModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from wan_egoexo.memory.runtime import MEMORY_MODES  # noqa: PLC0415
         from wan_egoexo.transformer_loader import ATTENTION_BACKENDS  # noqa: PLC0415  (imports diffusers)
 
         return {"required": {
@@ -36,16 +37,26 @@ class WorldWanderModelLoader:
             "attention": (list(ATTENTION_BACKENDS), {
                 "default": "sdpa",
                 "tooltip": "Attention kernel. sdpa = PyTorch's built-in; flash / sage need their packages."}),
+            "memory": (list(MEMORY_MODES), {
+                "default": "auto",
+                "tooltip": "auto: offload when the free GPU memory needs it at 1280x704x49. resident: all weights "
+                           "on the GPU (fastest). offload: blocks stream from CPU memory ahead of use (24 GB GPUs)."}),
         }}
 
-    def load(self, model_name, dtype, attention):
+    def load(self, model_name, dtype, attention, memory="auto"):
+        from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
+        from wan_egoexo.memory.modulation import enable_compact_modulation  # noqa: PLC0415
+        from wan_egoexo.memory.runtime import wants_offload  # noqa: PLC0415
         from wan_egoexo.transformer_loader import load_transformer  # noqa: PLC0415
 
         path = host.model_path(host.TRANSFORMER_FOLDERS, model_name, "model_name")
         host.make_room()
-        transformer = load_transformer(path, device=host.torch_device(), dtype=None if dtype == "auto" else dtype,
-                                       attention=attention)
-        return (ModelHandle(transformer, model_name),)
+        device = host.torch_device()
+        offload = wants_offload(memory, device)
+        transformer = load_transformer(path, device="cpu" if offload else device, attention=attention,
+                                       dtype=resolve_dtype(None if dtype == "auto" else dtype, device))
+        enable_compact_modulation(transformer)  # exact, and no [tokens, 6, 3072] fp32 copies
+        return (ModelHandle(transformer, model_name, offload=offload),)
 
 
 class WorldWanderLoraLoader:
@@ -88,13 +99,23 @@ class WorldWanderVAELoader:
             "vae_name": (host.model_choices(host.VAE_FOLDERS), {
                 "tooltip": "wan2.2_vae.safetensors from models/vae (not the Wan2.1 VAE), or a "
                            "Wan2.2-TI2V-5B-Diffusers folder in models/diffusers."}),
+            "tiling": (["auto", "on", "off"], {
+                "default": "auto",
+                "tooltip": "Encode/decode in spatial tiles so the VAE never sets the memory peak. auto: when the "
+                           "free GPU memory needs it."}),
         }}
 
-    def load(self, vae_name):
+    def load(self, vae_name, tiling="auto"):
+        from wan_egoexo.memory.auto import choose_memory_plan  # noqa: PLC0415
+        from wan_egoexo.memory.vae_chunking import enable_vae_tiling  # noqa: PLC0415
         from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
 
         path = host.model_path(host.VAE_FOLDERS, vae_name, "vae_name")
-        return (load_vae(path, device=host.torch_device()),)
+        device = host.torch_device()
+        vae = load_vae(path, device=device)
+        if tiling == "on" or tiling == "auto" and choose_memory_plan(device=device).vae_tiling:
+            enable_vae_tiling(vae)
+        return (vae,)
 
 
 class WorldWanderTextEncoderLoader:

@@ -65,7 +65,7 @@ class WorldWanderSampler:
     def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, window=0, overlap=4,
                init_latent=None):
         from wan_egoexo.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
-        from wan_egoexo.lora import activate_loras  # noqa: PLC0415
+        from wan_egoexo.memory.runtime import prepare_for_sampling  # noqa: PLC0415
         from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: PLC0415
         from wan_egoexo.windows import WindowOptions  # noqa: PLC0415
 
@@ -80,7 +80,7 @@ class WorldWanderSampler:
                 raise InputError(f"init_latent: denoise {settings.denoise:g} < 1 starts from a latent; connect "
                                  "init_latent or set denoise to 1.0.")
             init = normalize_latents(latent_samples(init_latent, "init_latent").float(), context.vae)
-        activate_loras(model.transformer, list(model.loras))
+        prepare_for_sampling(model.transformer, list(model.loras), model.offload, host.torch_device())
         with torch.no_grad():
             latents = sample_target(model.transformer, context.source, text.positive, text.negative,
                                     reference=context.reference, positions=context.positions, settings=settings,

@@ -43,11 +43,11 @@ def build(task_name, long_clip=False):
     def add(*a, **k):
         n = node(*a, **k); by_id[n["id"]] = n; return n
 
-    add(1, "WorldWanderModelLoader", (40, 60), (330, 110), [TRANSFORMER.names[0], "auto", "sdpa"],
+    add(1, "WorldWanderModelLoader", (40, 60), (330, 110), [TRANSFORMER.names[0], "auto", "sdpa", "auto"],
         outputs=[("model", "WW_MODEL")])
     add(2, "WorldWanderLoraLoader", (400, 60), (330, 90), [lora.names[0], 1.0],
         outputs=[("model", "WW_MODEL")], inputs=[{"name": "model", "type": "WW_MODEL", "link": None}])
-    add(3, "WorldWanderVAELoader", (40, 210), (330, 60), [VAE.names[0]], outputs=[("vae", "WW_VAE")])
+    add(3, "WorldWanderVAELoader", (40, 210), (330, 60), [VAE.names[0], "auto"], outputs=[("vae", "WW_VAE")])
     add(4, "WorldWanderTextEncoderLoader", (40, 310), (330, 90), [TEXT_ENCODER.names[0], "default"],
         outputs=[("text_encoder", "WW_TEXT_ENCODER")])
     add(5, "WorldWanderTextEncode", (400, 310), (330, 200), [task.name, "", ""],

@@ -534,3 +534,27 @@ def test_automatic_plan_is_the_fastest_that_fits():
     with pytest.raises(InputError, match="frames"):
         auto.choose_memory_plan(frames=48, device="cuda", budget_bytes=2**34)
 
+
+
+def test_lora_chain_changes_under_block_offload(tmp_path, monkeypatch):
+    """prepare_for_sampling: offloaded runs with changing LoRA chains equal resident runs exactly."""
+    import wan_egoexo.memory.runtime as runtime
+    from wan_egoexo.lora import activate_loras
+    from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
+
+    # on the CPU, offloading goes to disk: give the runtime's enable call a folder per call
+    folders = iter(tmp_path / f"off{i}" for i in range(10))
+    real_enable = runtime.enable_block_offload
+    monkeypatch.setattr(runtime, "enable_block_offload", lambda m, d: real_enable(m, d, disk_path=next(folders)))
+    base = build_tiny_transformer(0)
+    a = save_worldwander_ckpt(random_lora_state_dict(base, rank=4, seed=1), tmp_path / "a.ckpt")
+    b = save_worldwander_ckpt(random_lora_state_dict(base, rank=2, seed=2), tmp_path / "b.ckpt")
+    args = _inputs()
+    offloaded, resident = build_tiny_transformer(0), build_tiny_transformer(0)
+    for chain in ([(a, 1.0)], [(a, 0.5)], [(a, 0.5), (b, 1.0)], []):
+        runtime.prepare_for_sampling(offloaded, chain, offload=True, device="cpu")
+        activate_loras(resident, chain)
+        with torch.no_grad():
+            assert torch.equal(predict_flow(offloaded, *args), predict_flow(resident, *args))
+    runtime.prepare_for_sampling(offloaded, [], offload=False, device="cpu")
+    assert not block_offload_enabled(offloaded)
