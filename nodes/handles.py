@@ -36,10 +36,12 @@ class ModelHandle:
 
 @dataclass(frozen=True, eq=False)
 class TextEncoderHandle:
-    """The UMT5 encoder (waiting in RAM) and the device it runs on while encoding."""
+    """A checked UMT5 file and where it runs: it is loaded only when a prompt is not in the on-disk
+    prompt cache, used on ``device`` and released again."""
 
-    encoder: object  # wan_egoexo.text_encoder_loader.TextEncoder
+    path: str
     device: torch.device
+    dtype: torch.dtype
 
 
 @dataclass(frozen=True, eq=False)

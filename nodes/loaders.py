@@ -119,8 +119,8 @@ class WorldWanderVAELoader:
 
 
 class WorldWanderTextEncoderLoader:
-    DESCRIPTION = ("Loads the UMT5-XXL text encoder with its tokenizer (the fp8-scaled ComfyUI file carries it). "
-                   "It waits in RAM and moves to the device only while encoding.")
+    DESCRIPTION = ("Picks the UMT5-XXL text encoder (the fp8-scaled ComfyUI file carries its tokenizer). It is "
+                   "checked now and loaded only for prompts not yet in the prompt cache, then released.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
@@ -141,9 +141,9 @@ class WorldWanderTextEncoderLoader:
 
     def load(self, text_encoder_name, device):
         from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
-        from wan_egoexo.text_encoder_loader import load_text_encoder  # noqa: PLC0415
+        from wan_egoexo.text_encoder_loader import check_text_encoder  # noqa: PLC0415
 
         path = host.model_path(host.TEXT_ENCODER_FOLDERS, text_encoder_name, "text_encoder_name")
+        check_text_encoder(path)  # a wrong file fails here, by name; the weights load only when needed
         run_on = torch.device(host.text_encoder_device() if device == "default" else "cpu")
-        encoder = load_text_encoder(path, device="cpu", dtype=resolve_dtype(None, run_on))
-        return (TextEncoderHandle(encoder, run_on),)
+        return (TextEncoderHandle(str(path), run_on, resolve_dtype(None, run_on)),)

@@ -4,7 +4,7 @@ ComfyUI's own CLIPLoader (type "wan") + CLIPTextEncode into the same WW_TEXT emb
 
 from __future__ import annotations
 
-from wan_egoexo.comfy_interop import conditioning_to_embeddings, used_on
+from wan_egoexo.comfy_interop import conditioning_to_embeddings
 from wan_egoexo.tasks import TASKS, get_task
 
 from . import host
@@ -38,12 +38,14 @@ class WorldWanderTextEncode:
         }}
 
     def encode(self, text_encoder, task, prompt, negative_prompt):
-        from wan_egoexo.pipeline import encode_task_prompts  # noqa: PLC0415
+        from wan_egoexo.memory.prompt_cache import encode_prompts_cached  # noqa: PLC0415
+        from wan_egoexo.pipeline import task_prompts  # noqa: PLC0415
 
         task = get_task(task)
         custom = prompt if prompt.strip() else None
-        with used_on(text_encoder.encoder.model, text_encoder.device):
-            positive, negative = encode_task_prompts(text_encoder.encoder, task, custom, negative_prompt, device="cpu")
+        embeds, _stats = encode_prompts_cached(text_encoder.path, task_prompts(task, custom, negative_prompt),
+                                               device=text_encoder.device, dtype=text_encoder.dtype)
+        positive, negative = embeds[:1], embeds[1:]
         host.release_cache()
         return (TextHandle(positive, negative, None if custom else task.name),)
 

@@ -14,7 +14,7 @@ from PIL import Image
 from wan_egoexo.comfy_interop import (DIFFUSERS_LABEL, WAN22_LATENT_RGB_BIAS, WAN22_LATENT_RGB_FACTORS,
                                       conditioning_to_embeddings, find_diffusers_folders, first_image,
                                       frames_needed, image_batch_to_video, latent_preview_rgb, latent_samples,
-                                      read_fitted_clip, restore_frames, used_on, video_to_image_batch,
+                                      read_fitted_clip, restore_frames, video_to_image_batch,
                                       write_preview_gif)
 from wan_egoexo.errors import InputError
 from wan_egoexo.video_fit import FitOptions, fit_video, select_frame_indices, unfit_video
@@ -200,33 +200,6 @@ def test_diffusers_pipelines_are_found_by_model_index(tmp_path):
     found = find_diffusers_folders([root, tmp_path / "missing"])
     assert found == {DIFFUSERS_LABEL + "Wan2.2-TI2V-5B-Diffusers": root / "Wan2.2-TI2V-5B-Diffusers",
                      DIFFUSERS_LABEL + "team/other": root / "team" / "other"}
-
-
-class _RecordingModule(torch.nn.Module):
-    """Reports moves instead of moving (the test machine may have no accelerator)."""
-
-    def __init__(self):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.moves = []
-
-    def to(self, device):
-        self.moves.append(str(device))
-        return self
-
-
-def test_used_on_moves_for_the_block_and_back_even_on_errors():
-    module = _RecordingModule()
-    with used_on(module, "cuda:3"):
-        assert module.moves == ["cuda:3"]
-    assert module.moves == ["cuda:3", "cpu"]
-    with pytest.raises(RuntimeError, match="boom"), used_on(module, "cuda:3"):
-        raise RuntimeError("boom")
-    assert module.moves[-1] == "cpu"
-    module.moves.clear()
-    with used_on(module, "cpu"):
-        pass
-    assert module.moves == []  # already there: nothing moves
 
 
 def test_frames_needed_rounding_matches_half_up_ties():

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import wan_egoexo.sampling as sampling
 from wan_egoexo import cli

@@ -310,7 +310,7 @@ def test_text_task_must_match_the_context(host, nodes, lora_calls):
 def test_conditioning_bridge_equals_the_pack_encoder_on_the_same_states(host, nodes):
     _, _, encoder = load_models(nodes)
     text = run(nodes, "WorldWanderTextEncode", encoder, "ego2exo", "", "")[0]
-    states = encode_prompts(encoder.encoder, [EGO2EXO.prompt])
+    states = encode_prompts(load_text_encoder(encoder.path, device="cpu", dtype=encoder.dtype), [EGO2EXO.prompt])
     real_tokens = int(states[0].abs().sum(-1).gt(0).sum())
     comfy_conditioning = [[states[:, :real_tokens], {"pooled_output": None}]]  # as ComfyUI hands it over
     bridged = run(nodes, "WorldWanderConditioningBridge", comfy_conditioning)[0]
@@ -433,3 +433,20 @@ def test_save_video_writes_an_h264_mp4_and_a_preview_both_frontends_show(host, n
     assert second["filename"] == "WorldWander_00002_.mp4"
     with pytest.raises(InputError, match="^images: "):
         run(nodes, "WorldWanderSaveVideo", torch.zeros(9, 64, 96), 8.0, "x")
+
+
+def test_text_encoder_loads_only_on_a_prompt_cache_miss(host, nodes, monkeypatch, tmp_path):
+    import wan_egoexo.text_encoder_loader as te_loader
+
+    monkeypatch.setenv("WAN_EGOEXO_CACHE", str(tmp_path / "cache"))
+    loads = []
+    real = te_loader.load_text_encoder
+    monkeypatch.setattr(te_loader, "load_text_encoder", lambda *a, **k: loads.append(a) or real(*a, **k))
+    encoder = run(nodes, "WorldWanderTextEncoderLoader", TEXT_FILE, "default")[0]
+    assert loads == []  # the loader only checks the file
+    first = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
+    again = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
+    assert len(loads) == 1  # the second encode came from the cache
+    assert torch.equal(first.positive, again.positive) and torch.equal(first.negative, again.negative)
+    fresh = encode_task_prompts(real(encoder.path, device="cpu", dtype=encoder.dtype), EXO2EGO)
+    assert torch.equal(first.positive, fresh[0]) and torch.equal(first.negative, fresh[1])

@@ -10,7 +10,6 @@ on a device only while it is used.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import warnings
@@ -252,19 +251,3 @@ def find_diffusers_folders(roots) -> dict[str, Path]:
             else:
                 dirs.sort()
     return dict(sorted(found.items()))
-
-
-@contextlib.contextmanager
-def used_on(module: torch.nn.Module, device):
-    """Run the block with ``module`` on ``device``, then move it back where it was (also on errors),
-    so that a large model waits in RAM between uses instead of holding accelerator memory."""
-    home = next(module.parameters()).device
-    device = torch.device(device)
-    if device == home:
-        yield module
-        return
-    module.to(device)
-    try:
-        yield module
-    finally:
-        module.to(home)

@@ -59,12 +59,9 @@ class TextEncoder:
         return int(self.model.config.d_model)
 
 
-def load_text_encoder(path, device=None, dtype=None, tokenizer_path=None) -> TextEncoder:
-    """Load a UMT5 encoder and its tokenizer. ``path``: a single .safetensors file or a Diffusers
-    pipeline / text_encoder folder. ``tokenizer_path`` overrides where the tokenizer comes from."""
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
-    path = Path(path)
+def _inspect(path: Path, tokenizer_path=None):
+    """Every check load_text_encoder makes before reading a weight: file kind, architecture, key
+    set and tokenizer. Returns what loading needs next."""
     folder_config: dict = {}
     if path.is_dir():
         component = find_diffusers_component(path, "text_encoder")
@@ -83,7 +80,22 @@ def load_text_encoder(path, device=None, dtype=None, tokenizer_path=None) -> Tex
         model = UMT5EncoderModel(config)
     plan = _plan_weights(path, header, model)
     tokenizer = _resolve_tokenizer(path, header, component, tokenizer_path, config.vocab_size)
+    return model, plan, where, tokenizer
 
+
+def check_text_encoder(path, tokenizer_path=None) -> None:
+    """Raise the error load_text_encoder would raise for a wrong file, without reading any weight
+    (hosts that load the encoder lazily, only on a prompt-cache miss, check the file up front)."""
+    _inspect(Path(path), tokenizer_path)
+
+
+def load_text_encoder(path, device=None, dtype=None, tokenizer_path=None) -> TextEncoder:
+    """Load a UMT5 encoder and its tokenizer. ``path``: a single .safetensors file or a Diffusers
+    pipeline / text_encoder folder. ``tokenizer_path`` overrides where the tokenizer comes from."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    path = Path(path)
+    model, plan, where, tokenizer = _inspect(path, tokenizer_path)
     state = _load_weights(plan, where, dtype, device)
     state[TIED_EMBEDDING] = state["shared.weight"]
     model.load_state_dict(state, assign=True, strict=True)
