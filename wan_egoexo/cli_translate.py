@@ -104,13 +104,14 @@ def _spawn_jobs(args) -> int:
             continue
         if not item.startswith(("--jobs=", "--shard=")):
             argv.append(item)
+    import torch  # noqa: PLC0415
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     procs = []
     for index in range(args.jobs):
         env = dict(os.environ)
-        import torch  # noqa: PLC0415
-
-        if torch.cuda.is_available():
-            env["CUDA_VISIBLE_DEVICES"] = str(index % torch.cuda.device_count())
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         cmd = [sys.executable, "-m", "wan_egoexo", *argv, "--shard", f"{index}/{args.jobs}"]
         procs.append(subprocess.Popen(cmd, env=env))
     return max(proc.wait() for proc in procs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from .errors import InputError
 from .latents import latent_shape
-from .video_fit import FitInfo, FitOptions, fit_video, unfit_video
+from .video_fit import FitInfo, FitOptions, fit_video, select_frame_indices, unfit_video
 
 # The first element of a ComfyUI label that stands for a Diffusers pipeline folder, not a file.
 DIFFUSERS_LABEL = "[diffusers] "
@@ -193,15 +194,12 @@ def write_preview_gif(path, frames, fps: float, max_side: int = 512) -> Path:
 def frames_needed(options: FitOptions, source_fps: float) -> int | None:
     """How many frames from the start of a clip at ``source_fps`` the fit ``options`` can use (None: all,
     when the whole clip is wanted): decoding stops there, so a long clip is never held in memory whole
-    for a short fit. Mirrors video_fit.select_frame_indices."""
+    for a short fit. It is the last index video_fit.select_frame_indices picks from an endless clip."""
     options.validate()
     if options.max_frames is None:
         return None
-    last = options.max_frames - 1
-    if options.fps is not None:
-        ratio = float(source_fps) / float(options.fps)
-        return int(options.start_frame) + math.floor(last * ratio + 0.5 + 1e-6) + 1
-    return int(options.start_frame) + last * int(options.frame_stride or 1) + 1
+    indices, _ = select_frame_indices(sys.maxsize, source_fps, options)
+    return max(indices) + 1
 
 
 def stated_fps(path) -> float:

@@ -189,7 +189,7 @@ def select_frame_indices(num_frames: int, source_fps: float, options: FitOptions
             indices.append(start + offset)
         return indices, float(options.fps)
     stride = int(options.frame_stride or 1)
-    indices = list(range(start, num_frames, stride))[: options.max_frames]  # [:None] keeps all
+    indices = list(range(start, num_frames, stride)[: options.max_frames])  # range slice: lazy; [:None] keeps all
     return indices, float(source_fps) / stride
 
 
