@@ -6,7 +6,8 @@ import torch
 
 from wan_egoexo.errors import InputError
 from wan_egoexo.in_context import predict_flow
-from wan_egoexo.positions import frame_positions, rotary_tables
+from wan_egoexo.in_context_layout import InContextLayout
+from wan_egoexo.positions import rotary_tables
 
 B, C, F, H, W, L, TEXT = 2, 48, 3, 4, 6, 7, 32
 
@@ -78,7 +79,7 @@ def test_uniform_equals_bare_diffusers_forward_cut_to_target(tiny_transformer, r
 def test_collaborative_phases_shared_between_source_and_target(tiny_transformer):
     rope = tiny_transformer.rope
     for has_ref in (False, True):
-        index = frame_positions(F, has_ref, "collaborative")
+        index = InContextLayout(F, has_ref, "collaborative").frame_index()
         cos, sin = rotary_tables(rope, index, H // 2, W // 2)
         per_frame = (H // 2) * (W // 2)
         off = per_frame if has_ref else 0
@@ -91,13 +92,6 @@ def test_collaborative_phases_shared_between_source_and_target(tiny_transformer)
         assert torch.equal(cos[:, src], bare_cos[:, start * per_frame:])
         if has_ref:
             assert torch.equal(cos[:, :per_frame], bare_cos[:, :per_frame])
-
-
-def test_frame_positions_tables():
-    assert frame_positions(3, False, "collaborative").tolist() == [0, 1, 2, 0, 1, 2]
-    assert frame_positions(3, True, "collaborative").tolist() == [0, 1, 2, 3, 1, 2, 3]
-    assert frame_positions(3, False, "uniform").tolist() == [0, 1, 2, 3, 4, 5]
-    assert frame_positions(3, True, "uniform").tolist() == [0, 1, 2, 3, 4, 5, 6]
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ import torch
 
 from .errors import InputError
 from .memory.offload import execution_device
-from .positions import frame_positions, rotary_tables
+from .in_context_layout import InContextLayout
+from .positions import rotary_tables
 
 MAX_TEXT_TOKENS = 512
 
@@ -100,15 +101,10 @@ def predict_flow(transformer, target, timestep, text_embeds, source, reference=N
     hidden = torch.cat([part.to(device=device, dtype=dtype) for part in parts], dim=2)
 
     grid_t, grid_h, grid_w = frames // patch[0], height // patch[1], width // patch[2]
-    tokens_per_frame = grid_h * grid_w
-    clean_tokens = (hidden.shape[2] // patch[0] - grid_t) * tokens_per_frame
-    t_target = _target_timesteps(timestep, batch, device)
-    per_token = torch.cat(
-        [torch.zeros(batch, clean_tokens, device=device), t_target[:, None].expand(batch, grid_t * tokens_per_frame)],
-        dim=1,
-    )
+    layout = InContextLayout(grid_t, reference is not None, positions)
+    per_token = layout.per_token_timesteps(_target_timesteps(timestep, batch, device), grid_h * grid_w)
 
-    index = frame_positions(grid_t, reference is not None, positions)
+    index = layout.frame_index()
     if max(int(index.max()) + 1, grid_h, grid_w) > transformer.rope.max_seq_len:
         rotary_tables(transformer.rope, index, grid_h, grid_w)  # raises the named error before the forward
     with rotary_override(transformer, index, grid_h, grid_w):

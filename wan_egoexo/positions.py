@@ -1,11 +1,8 @@
-"""Collaborative position encoding: the rotary frame index of every in-context token.
+"""Rotary tables for diffusers' ``WanRotaryPosEmbed`` at the in-context frame indices.
 
-The in-context sequence is the parts one after another along the latent frame axis:
-exo->ego is [source F, target F]; ego->exo is [reference 1, source F, target F].
-With collaborative positions the target repeats the source's frame indices, so a target
-token and the source token at the same (frame, row, column) share one rotary phase.
-"uniform" (the paper's ablation) numbers all frames consecutively.
-Rows and columns are numbered 0..h-1 and 0..w-1 in every part.
+Which frame index each latent frame carries (collaborative or uniform positions) is the layout's
+business (in_context_layout.py); this module turns those indices into the cos/sin tables of a
+diffusers Wan transformer. Rows and columns are numbered 0..h-1 and 0..w-1 in every part.
 """
 
 from __future__ import annotations
@@ -13,22 +10,9 @@ from __future__ import annotations
 import torch
 
 from .errors import InputError
+from .in_context_layout import POSITION_MODES
 
-POSITION_MODES = ("collaborative", "uniform")
-
-
-def frame_positions(num_frames: int, has_reference: bool, mode: str = "collaborative") -> torch.Tensor:
-    """Rotary frame index for each latent frame of the in-context sequence (reference, source, target)."""
-    if mode not in POSITION_MODES:
-        raise InputError(f"positions: {mode!r} is not supported; expected one of {POSITION_MODES}.")
-    if num_frames < 1:
-        raise InputError(f"num_frames must be at least 1, got {num_frames}.")
-    offset = 1 if has_reference else 0
-    if mode == "uniform":
-        return torch.arange(offset + 2 * num_frames)
-    video = torch.arange(offset, offset + num_frames)
-    parts = ([torch.zeros(1, dtype=torch.long)] if has_reference else []) + [video, video]
-    return torch.cat(parts)
+__all__ = ["POSITION_MODES", "rotary_tables"]
 
 
 def rotary_tables(rope, frame_index: torch.Tensor, height_tokens: int, width_tokens: int):
