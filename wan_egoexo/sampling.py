@@ -10,14 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
 from .errors import InputError
 from .in_context import predict_flow
 from .memory.offload import execution_device
+from .solvers import SOLVERS, first_step, make_scheduler
 from .windows import WindowOptions, windowed_flow
-
-SOLVERS = ("unipc", "euler")
 
 
 @dataclass
@@ -56,18 +54,6 @@ class StepInfo:
     timestep: float
     latents: torch.Tensor  # current noisy target latents (normalised)
     denoised: torch.Tensor  # the model's estimate of the clean target at this step (for previews)
-
-
-def make_scheduler(solver: str = "unipc", shift: float = 5.0):
-    """The reference solver is diffusers' UniPC in flow-prediction mode (the Wan2.2 scheduler config)."""
-    if solver == "unipc":
-        return UniPCMultistepScheduler(
-            num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
-            flow_shift=shift, solver_order=2, solver_type="bh2", final_sigmas_type="zero",
-        )
-    if solver == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-    raise InputError(f"solver: {solver!r} is not supported; expected one of {SOLVERS}.")
 
 
 def initial_noise(shape, seed: int) -> torch.Tensor:
@@ -125,7 +111,7 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
 
     scheduler = make_scheduler(settings.solver, settings.shift)
     scheduler.set_timesteps(settings.steps, device=device)
-    start = settings.steps - max(1, round(settings.steps * settings.denoise))
+    start = first_step(settings.steps, settings.denoise)
     timesteps = scheduler.timesteps[start:]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
