@@ -15,6 +15,9 @@ Checked against both loaders:
   (``head.head``, ``time_projection.1``, ``text_embedding.*``, ``time_embedding.*``) an ``.alpha``
   key is left over and it raises. Those modules therefore get their scale folded into ``lora_down``
   here and carry no alpha (both loaders then use scale 1).
+
+The same tensors, built in memory by ``original_wan_modules`` / ``original_wan_tensors``, are what
+the native ComfyUI LoRA node hands to ComfyUI's own loader, so no file is written there.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from safetensors.torch import save_file
 
 from ..atomic_files import atomic_path
 from ..errors import InputError
-from .layouts import original_wan_module_name, read_lora_file
+from .layouts import LoraModule, LoraWeights, original_wan_module_name, read_lora_file
 
 _PREFIX = "diffusion_model."
 
 
-def _tensors_for(original: str, module) -> dict[str, torch.Tensor]:
+def original_wan_tensors(original: str, module) -> dict[str, torch.Tensor]:
+    """The original-Wan ``lora_down``/``lora_up`` (/``alpha``) tensors of one module (see the module
+    docstring for why modules outside the blocks carry their scale in ``lora_down``)."""
     down, up = module.down, module.up
     out = {}
     if original.startswith("blocks."):
@@ -45,6 +50,19 @@ def _tensors_for(original: str, module) -> dict[str, torch.Tensor]:
     out[f"{_PREFIX}{original}.lora_down.weight"] = down.detach().clone().contiguous()
     out[f"{_PREFIX}{original}.lora_up.weight"] = up.detach().clone().contiguous()
     return out
+
+
+def original_wan_modules(weights: LoraWeights) -> tuple[dict[str, LoraModule], list[str]]:
+    """The LoRA's modules by original-Wan name (``blocks.0.self_attn.q``), and the file keys left
+    out: those that could not be read, and those of modules that have no original-Wan name."""
+    modules, left_out = {}, list(weights.unrecognized)
+    for name, module in weights.modules.items():
+        original = original_wan_module_name(name)
+        if original is None:
+            left_out.extend(module.keys or (name,))
+        else:
+            modules[original] = module
+    return modules, left_out
 
 
 def convert_lora_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
@@ -65,14 +83,10 @@ def convert_lora_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         raise InputError(f"output: folder {dst.parent} does not exist; expected an existing folder.")
 
     weights = read_lora_file(src)
+    modules, left_out = original_wan_modules(weights)
     tensors: dict[str, torch.Tensor] = {}
-    left_out = list(weights.unrecognized)
-    for name, module in weights.modules.items():
-        original = original_wan_module_name(name)
-        if original is None:
-            left_out.extend(module.keys or (name,))
-        else:
-            tensors.update(_tensors_for(original, module))
+    for original, module in modules.items():
+        tensors.update(original_wan_tensors(original, module))
     if left_out:
         warnings.warn(f"{src}: {len(left_out)} keys have no place in the Wan LoRA layout and were left out of "
                       f"{dst.name}: {', '.join(left_out)}", stacklevel=2)

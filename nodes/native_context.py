@@ -1,0 +1,183 @@
+"""The in-context sequence on ComfyUI's own MODEL, VAE and LATENT.
+
+WorldWander In-Context (native) puts the clean parts in the LATENT itself, [reference?, source,
+empty target] along the latent frame axis, with a noise_mask that is 0 on the clean frames and 1 on
+the target: ComfyUI's WAN22 model turns that mask into per-frame timesteps (0 on the clean frames)
+and its inpainting sampler keeps the clean frames clean, the way its own Wan22ImageToVideoLatent
+conditions a first frame. The collaborative positions are an object patch of the model clone's
+``diffusion_model.rope_encode``: ComfyUI's own rotary table, with its frames re-indexed by the
+core's layout. WorldWander Keep Target cuts the sampled LATENT to the target for the stock VAE Decode.
+
+Nothing here imports ComfyUI: MODEL, VAE and LATENT are used through their own methods.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wan_egoexo.comfy_interop import first_image, image_batch_to_video, latent_samples, video_to_image_batch
+from wan_egoexo.errors import InputError
+from wan_egoexo.in_context_layout import (POSITION_MODES, InContextLayout, check_positions, reindex_frames,
+                                          target_frames_from_mask)
+from wan_egoexo.latents import latent_shape
+from wan_egoexo.tasks import TASKS, get_task
+
+from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
+
+CATEGORY = "WorldWander/native"
+WAN22_LATENT_CHANNELS = 48
+
+
+class InContextRope:
+    """``diffusion_model.rope_encode`` for the in-context sequence: the wrapped rope_encode's table for
+    consecutive frames, with each frame re-indexed to its collaborative position. The layout is read
+    from the number of frames, so one patched model serves any clip length of its task."""
+
+    def __init__(self, rope_encode, has_reference: bool, positions: str):
+        self.rope_encode = rope_encode
+        self.has_reference = has_reference
+        self.positions = check_positions(positions)
+
+    def __repr__(self) -> str:
+        return f"InContextRope(has_reference={self.has_reference}, positions={self.positions!r})"
+
+    def __call__(self, t, h, w, t_start=0, steps_t=None, steps_h=None, steps_w=None, device=None, dtype=None):
+        if t_start != 0 or any(steps is not None for steps in (steps_t, steps_h, steps_w)):
+            # other callers (motion or reference tables of other Wan variants) keep the plain table
+            return self.rope_encode(t, h, w, t_start=t_start, steps_t=steps_t, steps_h=steps_h, steps_w=steps_w,
+                                    device=device, dtype=dtype)
+        layout = InContextLayout.from_total_frames(t, self.has_reference, self.positions, name="latent")
+        index = layout.frame_index()
+        table = self.rope_encode(int(index.max()) + 1, h, w, device=device, dtype=dtype)
+        return reindex_frames(table, index, dim=1)
+
+
+def _wan22_model(model):
+    """The model's Wan diffusion model, or InputError naming the input when it is not a Wan2.2-5B MODEL."""
+    try:
+        diffusion_model = model.get_model_object("diffusion_model")
+        latent_format = model.get_model_object("latent_format")
+    except AttributeError:
+        diffusion_model = latent_format = None
+    channels = getattr(latent_format, "latent_channels", None)
+    if not callable(getattr(diffusion_model, "rope_encode", None)) or channels != WAN22_LATENT_CHANNELS \
+            or tuple(getattr(diffusion_model, "patch_size", ()))[:1] != (1,):
+        found = type(diffusion_model).__name__ if diffusion_model is not None else type(model).__name__
+        raise InputError(f"model: expected the Wan2.2-TI2V-5B MODEL (a Wan model with {WAN22_LATENT_CHANNELS}-channel "
+                         f"latents, e.g. from Load Diffusion Model), got {found} with {channels} latent channels.")
+    return diffusion_model, latent_format
+
+
+def _encode(vae, images: torch.Tensor, expected_shape: tuple, name: str) -> torch.Tensor:
+    latents = vae.encode(images)
+    if tuple(latents.shape) != expected_shape:
+        raise InputError(f"vae: encoded {name} to latents of shape {tuple(latents.shape)}; expected {expected_shape} "
+                         "(the Wan2.2 VAE, wan2.2_vae.safetensors: 48 channels, 16x spatial, 4x temporal).")
+    return latents.float()
+
+
+def build_in_context_latent(model, vae, source, task, positions, reference=None):
+    """(patched model clone, LATENT) for WorldWander In-Context (native); checks every input first."""
+    from wan_egoexo.pipeline import prepare_reference  # noqa: PLC0415
+
+    task = get_task(task)
+    check_positions(positions)
+    if task.uses_reference and reference is None:
+        raise InputError(missing_reference_message(task))
+    video = image_batch_to_video(source, "source")
+    frames, height, width = video.shape[2:]
+    image = None if reference is None else first_image(reference, "reference")
+    reference_video = prepare_reference(task, image, width, height)
+    _, latent_format = _wan22_model(model)
+    if getattr(vae, "latent_channels", None) != WAN22_LATENT_CHANNELS:
+        raise InputError(f"vae: has {getattr(vae, 'latent_channels', None)} latent channels; expected the Wan2.2 "
+                         f"VAE (wan2.2_vae.safetensors, {WAN22_LATENT_CHANNELS} channels).")
+
+    latent_frames, latent_height, latent_width = latent_shape(frames, height, width)
+    layout = InContextLayout(latent_frames, task.uses_reference, positions)
+    shape = (1, WAN22_LATENT_CHANNELS, latent_frames, latent_height, latent_width)
+    parts = [] if reference_video is None else [
+        _encode(vae, video_to_image_batch(reference_video), shape[:2] + (1,) + shape[3:], "the reference")]
+    source_latents = _encode(vae, source.detach().float().clamp(0.0, 1.0), shape, "the source")
+    # The empty target holds what normalises to zero (the channel means), as Wan22ImageToVideoLatent does.
+    empty_target = latent_format.process_out(torch.zeros(shape, dtype=source_latents.dtype,
+                                                         device=source_latents.device))
+    parts += [source_latents, empty_target]
+    samples = torch.cat([part.to(source_latents.device) for part in parts], dim=2)
+    mask = layout.denoise_mask().view(1, 1, -1, 1, 1).repeat(1, 1, 1, latent_height, latent_width)
+
+    patched = model.clone()
+    if layout.needs_reindexing():
+        rope = InContextRope(patched.get_model_object("diffusion_model.rope_encode"), task.uses_reference, positions)
+        patched.add_object_patch("diffusion_model.rope_encode", rope)
+    return patched, {"samples": samples, "noise_mask": mask.to(samples.device)}
+
+
+class WorldWanderInContextNative:
+    DESCRIPTION = ("The WorldWander sequence on ComfyUI's own model: encodes the source clip (and for ego2exo the "
+                   "reference image) with the VAE into one LATENT with an empty target, and patches the model's "
+                   "positions. Sample it with KSampler or SamplerCustomAdvanced, then WorldWander Keep Target.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL", "LATENT")
+    RETURN_NAMES = ("model", "latent")
+    OUTPUT_TOOLTIPS = (
+        "The model with the task's collaborative positions (a patched clone; the input model is unchanged).",
+        "[reference?, source, empty target] along the frame axis, with a noise_mask that keeps the clean frames "
+        "clean: connect it to the sampler's latent_image.")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
+                                               "the task's LoRA from WorldWander LoRA (native)."}),
+                "vae": ("VAE", {"tooltip": "The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."}),
+                "source": ("IMAGE", {
+                    "tooltip": "The source clip from WorldWander Load Video (4k+1 frames, sides multiples of 32)."}),
+                "task": (list(TASKS), {
+                    "default": "exo2ego",
+                    "tooltip": "exo2ego: the source is third-person, the output first-person (no reference). "
+                               "ego2exo: the source is first-person, the output third-person (needs a reference)."}),
+                "positions": (list(POSITION_MODES), {
+                    "default": "collaborative",
+                    "tooltip": "collaborative: the output frames share the source frames' time positions, as the "
+                               "released LoRAs were trained. uniform: consecutive positions (the paper's ablation)."}),
+            },
+            "optional": {
+                "reference": ("IMAGE", {
+                    "tooltip": "ego2exo only: an image of the subject (a full-body view, e.g. from behind), "
+                               "letterboxed to the clip size. Only the first image is used."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, task, reference=NOT_CONNECTED):
+        return WorldWanderInContext.VALIDATE_INPUTS(task, reference)
+
+    def build(self, model, vae, source, task, positions, reference=None):
+        return build_in_context_latent(model, vae, source, task, positions, reference)
+
+
+class WorldWanderKeepTarget:
+    DESCRIPTION = ("Keeps only the target frames of a sampled WorldWander LATENT (the translated clip), so the stock "
+                   "VAE Decode decodes just them.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The target frames, without the noise_mask, for VAE Decode.",)
+    FUNCTION = "keep"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "samples": ("LATENT", {
+                "tooltip": "The sampler's output for the LATENT of WorldWander In-Context (native)."}),
+        }}
+
+    def keep(self, samples):
+        latents = latent_samples(samples, "samples")
+        target = target_frames_from_mask(samples.get("noise_mask"), latents.shape[2], "samples")
+        kept = {key: value for key, value in samples.items() if key not in ("samples", "noise_mask")}
+        kept["samples"] = latents[:, :, target].contiguous()
+        return (kept,)

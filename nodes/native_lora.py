@@ -1,0 +1,108 @@
+"""WorldWander LoRA (native): any LoRA layout the core reads, applied to ComfyUI's own MODEL through
+ComfyUI's own LoRA patching (weight patches on a model clone, so fp8 / GGUF models, offloading and
+other LoRA loaders keep working and the input model is never changed).
+
+ComfyUI 0.3.64's loader maps the original-Wan ``lora_down``/``lora_up``/``alpha`` layout onto a Wan
+model, but not a ``.ckpt`` nor the PEFT/diffusers layout. So the file is read by the core (``.ckpt``
+through the safe reader: no pickled code runs), converted in memory to that layout (the same tensors
+``convert-lora`` writes), and handed to ``comfy.sd.load_lora_for_models``. Keys that match no layer
+of the model are named in a warning; a LoRA of which nothing matches is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+from wan_egoexo.errors import InputError, ModelFileError
+
+from . import host
+
+UNET_PREFIX = "diffusion_model."
+
+
+def _file_stamp(path: str) -> tuple:
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def read_original_wan_modules(path: str):
+    """({original-Wan module name: LoraModule}, file keys left out, source) of any LoRA file the core reads."""
+    from wan_egoexo.lora.convert import original_wan_modules  # noqa: PLC0415
+    from wan_egoexo.lora.layouts import read_lora_file  # noqa: PLC0415
+
+    weights = read_lora_file(path)
+    modules, left_out = original_wan_modules(weights)
+    return modules, left_out, weights.source
+
+
+def patch_model_with_lora(model, modules, left_out, strength: float, source: str):
+    """A clone of ``model`` with the LoRA ``modules`` (by original-Wan name) added as ComfyUI weight patches."""
+    import comfy.lora  # noqa: PLC0415
+    import comfy.sd  # noqa: PLC0415
+    import comfy.utils  # noqa: PLC0415
+
+    from wan_egoexo.lora.convert import original_wan_tensors  # noqa: PLC0415
+    from wan_egoexo.lora.layouts import EXPECTED_LORA  # noqa: PLC0415
+
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    tensors, unmatched = {}, list(left_out)
+    for original, module in modules.items():
+        weight_key = key_map.get(UNET_PREFIX + original)
+        if weight_key is None:
+            unmatched.extend(module.keys or (original,))
+            continue
+        weight_shape = tuple(comfy.utils.get_attr(model.model, weight_key).shape)
+        lora_shape = (module.up.shape[0], module.down.shape[1])
+        if weight_shape[:2] != lora_shape:
+            raise ModelFileError(source, f"its LoRA for {original} is {lora_shape[0]}x{lora_shape[1]} but that layer "
+                                 f"of the model is {weight_shape[0]}x{weight_shape[1]}: the LoRA was made for a "
+                                 "different model.", EXPECTED_LORA)
+        tensors.update(original_wan_tensors(original, module))
+    if not tensors:
+        raise ModelFileError(source, f"none of its {len(modules)} LoRA modules matches a layer of this model "
+                             f"(for example {sorted(modules)[:3]}).", EXPECTED_LORA)
+    if unmatched:
+        warnings.warn(f"{source}: {len(unmatched)} LoRA keys match no layer of this model and were not loaded: "
+                      f"{', '.join(unmatched)}", stacklevel=2)
+    patched, _ = comfy.sd.load_lora_for_models(model, None, tensors, strength, 0.0)
+    return patched
+
+
+class WorldWanderLoraNative:
+    DESCRIPTION = ("Adds a LoRA to ComfyUI's own Wan2.2 MODEL through ComfyUI's LoRA patching: the released "
+                   "WorldWander .ckpt files (read safely) and .safetensors LoRAs in PEFT/diffusers, Wan/DiffSynth or "
+                   "kohya/musubi layout, with no conversion step. Chain several.")
+    CATEGORY = "WorldWander/native"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A clone of the model with this LoRA patched in (the input model is unchanged).",)
+    FUNCTION = "apply"
+
+    def __init__(self):
+        self._read = None  # (file stamp, what read_original_wan_modules returned): strength changes re-read nothing
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (or another LoRA node)."}),
+            "lora_name": (host.model_choices(host.LORA_FOLDERS, with_diffusers=False), {
+                "tooltip": "A LoRA in models/loras: wan2-2_lora_three2one_* for exo2ego, wan2-2_lora_one2three_* for "
+                           "ego2exo (.ckpt, read without running pickled code), or any Wan .safetensors LoRA."}),
+            "strength": ("FLOAT", {
+                "default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
+                "tooltip": "LoRA scale; 1.0 is how WorldWander was trained, 0 switches it off."}),
+        }}
+
+    def apply(self, model, lora_name, strength):
+        path = host.model_path(host.LORA_FOLDERS, lora_name, "lora_name", with_diffusers=False)
+        if not math.isfinite(float(strength)):
+            raise InputError(f"strength: {strength!r} is not a finite number; expected e.g. 1.0 (0 switches it off).")
+        if float(strength) == 0.0:
+            return (model,)
+        stamp = _file_stamp(path)
+        if self._read is None or self._read[0] != stamp:
+            self._read = (stamp, read_original_wan_modules(path))
+        modules, left_out, source = self._read[1]
+        return (patch_model_with_lora(model, modules, left_out, float(strength), source),)

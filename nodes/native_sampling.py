@@ -1,0 +1,161 @@
+"""The reference solver inside ComfyUI's sampling: a SAMPLER, the matching SIGMAS and a NOISE for
+SamplerCustom / SamplerCustomAdvanced that together reproduce the WorldWander Sampler (and the
+CLI) for the same settings and seed.
+
+ComfyUI's own uni_pc differs from diffusers' UniPC in flow mode by a few percent on the same sigmas,
+so the SAMPLER steps with the core's ``solvers.solve`` (diffusers' scheduler over ComfyUI's sigma
+list), evaluating ComfyUI's model (guider, CFG, patches, inpainting mask and all) where the
+reference evaluates it. Stock samplers and schedulers stay usable with the same graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CATEGORY = "WorldWander/native"
+DEFAULT_SEED = 1234  # the authors' setting
+
+
+def _solver_choices() -> list[str]:
+    from wan_egoexo.solvers import SOLVERS  # noqa: PLC0415  (cheap: diffusers is imported only when used)
+
+    return list(SOLVERS)
+
+
+def _sigma_for_timestep(timestep: float) -> torch.Tensor:
+    """A float32 sigma whose float32 product with 1000 is exactly ``timestep``: ComfyUI's flow models
+    compute their timestep as sigma * 1000, and the reference feeds the model this timestep."""
+    sigma = torch.tensor(timestep / 1000.0, dtype=torch.float32)
+    for _ in range(4):
+        product = float(sigma * 1000)
+        if product == timestep:
+            break
+        sigma = torch.nextafter(sigma, torch.tensor(float("inf") if product < timestep else float("-inf")))
+    return sigma
+
+
+def reference_sampler_function(solver: str):
+    """A k-diffusion style sampler function (ComfyUI's KSAMPLER calls it) stepping with ``solver``."""
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        from wan_egoexo.solvers import solve  # noqa: PLC0415
+
+        extra_args = {} if extra_args is None else extra_args
+        ones = x.new_ones([x.shape[0]])
+        denoised = {}
+
+        def flow_at(latents, timestep):
+            sigma = _sigma_for_timestep(timestep).to(latents.device)
+            denoised["last"] = model(latents, sigma * ones, **extra_args)
+            return (latents - denoised["last"]) / sigma
+
+        def on_step(i, latents, _flow):
+            if callback is not None:
+                callback({"x": latents, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
+                          "denoised": denoised["last"]})
+
+        return solve(solver, flow_at, x, sigmas.detach().cpu(), on_step)
+
+    return sample
+
+
+class WorldWanderSolver:
+    DESCRIPTION = ("The WorldWander reference solver as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: "
+                   "diffusers' UniPC in flow mode (the authors' setting) or flow-matching Euler. Use it with "
+                   "WorldWander Sigmas to get the WorldWander Sampler's result.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("The solver, for the sampler input of SamplerCustom / SamplerCustomAdvanced.",)
+    FUNCTION = "get_sampler"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "solver": (_solver_choices(), {
+                "default": "unipc",
+                "tooltip": "unipc: the reference multistep solver (ComfyUI's own uni_pc differs from it by a few "
+                           "percent); euler: first order, the same as ComfyUI's euler."}),
+        }}
+
+    def get_sampler(self, solver):
+        import comfy.samplers  # noqa: PLC0415
+
+        from wan_egoexo.solvers import check_solver  # noqa: PLC0415
+
+        return (comfy.samplers.KSAMPLER(reference_sampler_function(check_solver(solver))),)
+
+
+class WorldWanderSigmas:
+    DESCRIPTION = ("The noise schedule the WorldWander Sampler uses for these steps, shift and solver, as SIGMAS "
+                   "for SamplerCustom / SamplerCustomAdvanced.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("SIGMAS",)
+    RETURN_NAMES = ("sigmas",)
+    OUTPUT_TOOLTIPS = ("steps + 1 sigmas from about 1 down to 0.",)
+    FUNCTION = "get_sigmas"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                              "tooltip": "Sampling steps (50 in the reference setting)."}),
+            "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.1,
+                                "tooltip": "Flow shift of the noise schedule (5 for Wan2.2-TI2V-5B)."}),
+            "solver": (_solver_choices(), {
+                "default": "unipc",
+                "tooltip": "The solver the schedule is for: the same as WorldWander Solver's (UniPC's schedule "
+                           "starts at 1 - 1e-6, Euler's at 1)."}),
+            "denoise": ("FLOAT", {
+                "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                "tooltip": "1 = from pure noise. Below 1 only the last steps run, starting from the target frames of "
+                           "the latent (they must then hold a clip, not the empty target)."}),
+        }}
+
+    def get_sigmas(self, steps, shift, solver, denoise):
+        from wan_egoexo.solvers import reference_sigmas  # noqa: PLC0415
+
+        return (reference_sigmas(solver, int(steps), float(shift), float(denoise)),)
+
+
+class WorldWanderNoiseSource:
+    """A ComfyUI NOISE: the target frames get the WorldWander Sampler's noise for this seed, the clean
+    frames none (the sampler replaces them by the clean latents anyway)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def generate_noise(self, input_latent):
+        from wan_egoexo.comfy_interop import latent_samples  # noqa: PLC0415
+        from wan_egoexo.in_context_layout import target_frames_from_mask  # noqa: PLC0415
+        from wan_egoexo.sampling import initial_noise  # noqa: PLC0415
+
+        samples = latent_samples(input_latent, "latent_image")
+        mask = input_latent.get("noise_mask")
+        target = slice(None) if mask is None else target_frames_from_mask(mask, samples.shape[2], "latent_image")
+        noise = torch.zeros(samples.shape, dtype=torch.float32)
+        noise[:, :, target] = initial_noise(noise[:, :, target].shape, self.seed)
+        return noise.to(samples.dtype)
+
+
+class WorldWanderNoise:
+    DESCRIPTION = ("Noise for SamplerCustomAdvanced that gives the target frames the same noise as the WorldWander "
+                   "Sampler and the CLI draw for this seed (the stock Random Noise draws it for the whole latent, "
+                   "so its target noise differs).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("NOISE",)
+    RETURN_NAMES = ("noise",)
+    OUTPUT_TOOLTIPS = ("The noise, for the noise input of SamplerCustomAdvanced.",)
+    FUNCTION = "get_noise"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "noise_seed": ("INT", {
+                "default": DEFAULT_SEED, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Noise seed; drawn on the CPU, so a seed gives the same result on every device. 1234 is "
+                           "the authors' setting."}),
+        }}
+
+    def get_noise(self, noise_seed):
+        return (WorldWanderNoiseSource(int(noise_seed)),)
