@@ -23,15 +23,17 @@ def _solver_choices() -> list[str]:
 
 
 def _sigma_for_timestep(timestep: float) -> torch.Tensor:
-    """A float32 sigma whose float32 product with 1000 is exactly ``timestep``: ComfyUI's flow models
-    compute their timestep as sigma * 1000, and the reference feeds the model this timestep."""
-    sigma = torch.tensor(timestep / 1000.0, dtype=torch.float32)
-    for _ in range(4):
-        product = float(sigma * 1000)
-        if product == timestep:
-            break
-        sigma = torch.nextafter(sigma, torch.tensor(float("inf") if product < timestep else float("-inf")))
-    return sigma
+    """A float32 sigma whose float32 product with 1000 is ``timestep`` (exactly where one exists):
+    ComfyUI's flow models compute their timestep as sigma * 1000, and the reference feeds the model
+    this timestep (UniPC's are integers)."""
+    guess = torch.tensor(timestep / 1000.0, dtype=torch.float32)
+    candidates = [guess]
+    for direction in (float("inf"), float("-inf")):
+        step = guess
+        for _ in range(3):
+            step = torch.nextafter(step, torch.tensor(direction))
+            candidates.append(step)
+    return min(candidates, key=lambda sigma: abs(float(sigma * 1000) - timestep))
 
 
 def reference_sampler_function(solver: str):
@@ -54,7 +56,14 @@ def reference_sampler_function(solver: str):
                 callback({"x": latents, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
                           "denoised": denoised["last"]})
 
-        return solve(solver, flow_at, x, sigmas.detach().cpu(), on_step)
+        x = solve(solver, flow_at, x, sigmas.detach().cpu(), on_step)
+        mask = extra_args.get("denoise_mask")
+        if mask is not None and float(sigmas[-1]) == 0.0:
+            # Clean frames are conditioning: the model wrapper puts them back before every call and the last
+            # denoised holds them exactly, while the solver's own value there drifts (UniPC's x0 uses the
+            # sigma, the model the integer timestep). The result keeps them as they came in.
+            x = x * mask + denoised["last"] * (1.0 - mask)
+        return x
 
     return sample
 

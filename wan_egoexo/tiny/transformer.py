@@ -61,10 +61,12 @@ def save_transformer_single_file(model: WanTransformer3DModel, path, prefix: str
     save_file(tensors, str(path))
 
 
-def build_tiny_transformer(seed: int = 0) -> WanTransformer3DModel:
-    """Random weights, every parameter clearly non-trivial so a mis-mapped key cannot hide."""
+def build_tiny_transformer(seed: int = 0, **config) -> WanTransformer3DModel:
+    """Random weights, every parameter clearly non-trivial so a mis-mapped key cannot hide. ``config``
+    overrides TINY_TRANSFORMER_CONFIG: ComfyUI's own WanModel fixes text_dim at 4096 (its loader
+    does not read it from the file), so a tiny model for ComfyUI's UNETLoader needs text_dim=4096."""
     torch.manual_seed(seed)
-    model = WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG).eval()
+    model = WanTransformer3DModel(**{**TINY_TRANSFORMER_CONFIG, **config}).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.02)
