@@ -24,6 +24,18 @@ from .server import copy_comfyui
 WORKER = Path(__file__).with_name("native_worker.py")
 EXACT = 1e-5  # the issue's bound for "the same computation"
 
+# The native nodes' sockets as a running server reports them: {class: (required, optional, outputs)}.
+NATIVE_NODES = {
+    "WorldWanderInContextNative": ({"model": "MODEL", "vae": "VAE", "source": "IMAGE", "task": "COMBO",
+                                    "positions": "COMBO"}, {"reference": "IMAGE"}, ["MODEL", "LATENT"]),
+    "WorldWanderKeepTarget": ({"samples": "LATENT"}, {}, ["LATENT"]),
+    "WorldWanderRestoreClip": ({"images": "IMAGE", "fit": "WW_FIT"}, {}, ["IMAGE", "FLOAT"]),
+    "WorldWanderLoraNative": ({"model": "MODEL", "lora_name": "COMBO", "strength": "FLOAT"}, {}, ["MODEL"]),
+    "WorldWanderSolver": ({"solver": "COMBO"}, {}, ["SAMPLER"]),
+    "WorldWanderSigmas": ({"steps": "INT", "shift": "FLOAT", "solver": "COMBO", "denoise": "FLOAT"}, {}, ["SIGMAS"]),
+    "WorldWanderNoise": ({"noise_seed": "INT"}, {}, ["NOISE"]),
+}
+
 
 def _table(results: dict) -> str:
     """The measurements as a markdown table (printed; run with -s to see it)."""
@@ -107,3 +119,18 @@ def test_clean_frames_leave_the_sampler_unchanged(measured):
     for name in ("euler/exo2ego", "euler/ego2exo", "unipc/exo2ego", "unipc/ego2exo"):
         assert measured["sampling"][name]["clean_frames_max_abs_change"] < 1e-5, name
     assert measured["stock_ksampler"]["euler/simple/shift 5"]["clean_frames_max_abs_change"] < 1e-5
+
+
+def _socket_type(spec) -> str:
+    return "COMBO" if isinstance(spec[0], list) else spec[0]
+
+
+def test_native_nodes_are_served_with_their_sockets(object_info):
+    for name, (required, optional, outputs) in NATIVE_NODES.items():
+        assert name in object_info, f"{name} is missing from /object_info"
+        info = object_info[name]
+        assert {k: _socket_type(v) for k, v in info["input"]["required"].items()} == required, name
+        assert {k: _socket_type(v) for k, v in info["input"].get("optional", {}).items()} == optional, name
+        assert info["output"] == outputs and info["category"].startswith("WorldWander/"), name
+    assert object_info["WorldWanderInContextNative"]["display_name"] == "WorldWander In-Context (native)"
+    assert object_info["WorldWanderSolver"]["input"]["required"]["solver"][0] == ["unipc", "euler"]
