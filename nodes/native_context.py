@@ -17,10 +17,9 @@ import torch
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video, latent_samples, video_to_image_batch
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context_layout import (POSITION_MODES, InContextLayout, check_positions, reindex_frames,
-                                          target_frames_from_mask)
+from wan_egoexo.in_context_layout import InContextLayout, check_positions, reindex_frames, target_frames_from_mask
 from wan_egoexo.latents import latent_shape
-from wan_egoexo.tasks import TASKS, get_task
+from wan_egoexo.tasks import get_task
 
 from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
 
@@ -128,27 +127,16 @@ class WorldWanderInContextNative:
 
     @classmethod
     def INPUT_TYPES(cls):
+        # source, task, positions and reference follow WorldWander In-Context's rules: the same specs
+        shared = WorldWanderInContext.INPUT_TYPES()
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
                                                "the task's LoRA from WorldWander LoRA (native)."}),
                 "vae": ("VAE", {"tooltip": "The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."}),
-                "source": ("IMAGE", {
-                    "tooltip": "The source clip from WorldWander Load Video (4k+1 frames, sides multiples of 32)."}),
-                "task": (list(TASKS), {
-                    "default": "exo2ego",
-                    "tooltip": "exo2ego: the source is third-person, the output first-person (no reference). "
-                               "ego2exo: the source is first-person, the output third-person (needs a reference)."}),
-                "positions": (list(POSITION_MODES), {
-                    "default": "collaborative",
-                    "tooltip": "collaborative: the output frames share the source frames' time positions, as the "
-                               "released LoRAs were trained. uniform: consecutive positions (the paper's ablation)."}),
+                **{name: shared["required"][name] for name in ("source", "task", "positions")},
             },
-            "optional": {
-                "reference": ("IMAGE", {
-                    "tooltip": "ego2exo only: an image of the subject (a full-body view, e.g. from behind), "
-                               "letterboxed to the clip size. Only the first image is used."}),
-            },
+            "optional": {"reference": shared["optional"]["reference"]},
         }
 
     @classmethod

@@ -18,6 +18,7 @@ import warnings
 from wan_egoexo.errors import InputError, ModelFileError
 
 from . import host
+from .loaders import WorldWanderLoraLoader
 
 UNET_PREFIX = "diffusion_model."
 
@@ -90,9 +91,7 @@ class WorldWanderLoraNative:
             "lora_name": (host.model_choices(host.LORA_FOLDERS, with_diffusers=False), {
                 "tooltip": "A LoRA in models/loras: wan2-2_lora_three2one_* for exo2ego, wan2-2_lora_one2three_* for "
                            "ego2exo (.ckpt, read without running pickled code), or any Wan .safetensors LoRA."}),
-            "strength": ("FLOAT", {
-                "default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                "tooltip": "LoRA scale; 1.0 is how WorldWander was trained, 0 switches it off."}),
+            "strength": WorldWanderLoraLoader.INPUT_TYPES()["required"]["strength"],  # the same scale and range
         }}
 
     def apply(self, model, lora_name, strength):
