@@ -1,8 +1,9 @@
-"""From dataset samples to the model's input: VAE-encoding pixel samples (posterior samples, as the
-authors) and arranging ego / exo / reference latents as source, target and reference for the task.
+"""From dataset samples to the model's input: VAE posteriors of pixel samples and a fresh sample from
+them (as the authors' ``latent_dist.sample()``), and arranging ego / exo / reference latents as source,
+target and reference for the task.
 
-``encode_sample`` is the single place where a clip becomes latents: ``prepare`` and a run from videos
-both call it, with a generator seeded by the sample's own noise seed, so both get the same latents.
+``encode_posteriors`` is the single place where a clip becomes latents: ``prepare`` stores its mean and
+std, a run from videos draws from it at once; both draw with ``sample_draws.draw_latents``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.latents import encode_video
+from wan_egoexo.latents import encode_posterior
 from wan_egoexo.tasks import Task
 
 from .prompts import sample_prompt
+from .sample_draws import VIEWS, draw_latents
 
 
 @dataclass
@@ -27,19 +29,19 @@ class LatentBatch:
     stems: list[str]
 
 
-def _vae_device(vae) -> torch.device:
-    return next(vae.parameters()).device
-
-
-def encode_sample(vae, sample: dict) -> dict[str, torch.Tensor | None]:
-    """Normalised latents (float32, on the VAE's device) of one pixel sample: ego, exo, then the
-    reference, each drawn from the VAE posterior with one generator seeded by ``sample["noise_seed"]``."""
-    generator = torch.Generator(device=_vae_device(vae)).manual_seed(int(sample["noise_seed"]))
+def encode_posteriors(vae, sample: dict) -> dict:
+    """view -> (mean, std) in normalised units (float32, on the VAE's device) of one pixel sample's
+    ego, exo and reference (None where the sample has none)."""
     out = {}
-    for view in ("ego", "exo", "reference"):
+    for view in VIEWS:
         pixels = sample.get(view)
-        out[view] = None if pixels is None else encode_video(vae, pixels[None], sample=True, generator=generator)[0]
+        out[view] = None if pixels is None else tuple(t[0] for t in encode_posterior(vae, pixels[None]))
     return out
+
+
+def sample_latents(vae, sample: dict) -> dict[str, torch.Tensor | None]:
+    """A posterior sample of each view of one pixel sample, drawn with its ``noise_seed``."""
+    return draw_latents(encode_posteriors(vae, sample), sample["noise_seed"])
 
 
 def task_batch(task: Task, samples: list[dict], device) -> LatentBatch:
@@ -67,5 +69,5 @@ class LatentSource:
 
     def __call__(self, samples: list[dict]) -> LatentBatch:
         if self.vae is not None:
-            samples = [{**s, **encode_sample(self.vae, s)} for s in samples]
+            samples = [{**s, **sample_latents(self.vae, s)} for s in samples]
         return task_batch(self.task, samples, self.device)

@@ -1,10 +1,15 @@
 """The latent cache on disk: safetensors shards plus one ``index.json``.
 
-Tensor names inside the shards: ``<stem>/<variant>/ego``, ``.../exo``, ``.../reference`` (normalised
-VAE latents [48, f, h, w] / [48, 1, h, w]) and ``prompt/<sha1>`` (a UMT5 embedding [L, 4096] without
-its zero padding). The index lists the samples (stem, caption, whether a reference exists), the
-settings the latents were made with, the prompts, and which shard holds each tensor. Shards and the
-index are written atomically; the index is written last, so a cache without one is incomplete.
+For every clip the cache keeps what a fresh sample needs, not a frozen sample: the VAE posterior's
+mean and std (normalised units, see ``wan_egoexo.latents.encode_posterior``) of several windows, so
+that each epoch draws a window and a new posterior sample as the authors' trainer does at every visit.
+
+Tensor names inside the shards: ``<stem>/<start>/<view>/mean`` and ``.../std`` (view ego or exo,
+[48, f, h, w]; ``<start>m`` for a mirrored window), ``<stem>/reference/mean|std`` (``reference-m``
+mirrored; [48, 1, h, w]) and ``prompt/<sha1>`` (a UMT5 embedding [L, 4096] without its zero padding).
+The index lists the samples (stem, caption, frame count, the window starts stored, whether a reference
+exists, bytes on disk), the settings the cache was made with, the prompts, and which shard holds each
+tensor. ``prepare`` builds the whole folder under a temporary name and renames it when complete.
 """
 
 from __future__ import annotations
@@ -16,19 +21,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from wan_egoexo.atomic_files import atomic_path
 from wan_egoexo.checkpoint_files import read_safetensors_header
 from wan_egoexo.errors import InputError, ModelFileError
 
-from wan_egoexo.atomic_files import atomic_path
 from .prompts import PromptTable, prompt_key
 
 INDEX_NAME = "index.json"
-CACHE_FORMAT = "worldwander-latent-cache/1"
-VIEWS = ("ego", "exo", "reference")
+CACHE_FORMAT = "worldwander-latent-cache/2"
+OLD_FORMATS = ("worldwander-latent-cache/1",)
+PARTS = ("mean", "std")
 
 
-def latent_name(stem: str, variant: int, view: str) -> str:
-    return f"{stem}/{variant}/{view}"
+def posterior_name(stem: str, view: str, part: str, start: int | None = None, mirrored: bool = False) -> str:
+    """Shard name of one posterior tensor; ``start`` is None for the reference image."""
+    if view == "reference":
+        return f"{stem}/reference{'-m' if mirrored else ''}/{part}"
+    return f"{stem}/{int(start)}{'m' if mirrored else ''}/{view}/{part}"
 
 
 def prompt_name(text: str) -> str:
@@ -43,6 +52,7 @@ class ShardWriter:
         self.prefix = prefix
         self.max_bytes = max_bytes
         self.locations: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}  # bytes of each tensor's data
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_bytes = 0
         self._count = 0
@@ -59,6 +69,7 @@ class ShardWriter:
         self._pending[name] = tensor.detach().to("cpu").contiguous()
         self._pending_bytes += size
         self.locations[name] = self._shard_name()
+        self.sizes[name] = size
 
     def flush(self) -> None:
         if not self._pending:
@@ -85,6 +96,9 @@ def read_index(folder) -> dict:
         index = json.loads(path.read_text())
     except ValueError as exc:
         raise ModelFileError(path, f"is not valid JSON ({exc}).", "a latent cache index") from None
+    if isinstance(index, dict) and index.get("format") in OLD_FORMATS:
+        raise ModelFileError(path, f"is a {index['format']} cache (one frozen sample per clip), made by an earlier "
+                             "version of prepare.", f"a {CACHE_FORMAT} cache: run prepare again")
     if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
         raise ModelFileError(path, f"has format {index.get('format') if isinstance(index, dict) else None!r}.",
                              f"a {CACHE_FORMAT} index")
@@ -128,12 +142,15 @@ class LatentCache:
             self._handles[shard] = safe_open(str(self.folder / shard), framework="pt")
         return self._handles[shard].get_tensor(name)
 
-    def latents(self, stem: str, variant: int) -> dict[str, torch.Tensor | None]:
-        """ego / exo / reference latents (float32; reference None when the pair has none)."""
+    def posteriors(self, stem: str, start: int, mirrored: bool, with_reference: bool) -> dict:
+        """view -> (mean, std) float32 of the window at ``start`` (reference: None unless asked and present)."""
         out = {}
-        for view in VIEWS:
-            name = latent_name(stem, variant, view)
-            out[view] = self.tensor(name).float() if name in self.locations else None
+        for view in ("ego", "exo"):
+            out[view] = tuple(self.tensor(posterior_name(stem, view, part, start, mirrored)).float() for part in PARTS)
+        out["reference"] = None
+        if with_reference and posterior_name(stem, "reference", "mean", mirrored=mirrored) in self.locations:
+            out["reference"] = tuple(self.tensor(posterior_name(stem, "reference", part, mirrored=mirrored)).float()
+                                     for part in PARTS)
         return out
 
     def prompt_table(self) -> PromptTable:

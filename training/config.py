@@ -105,6 +105,7 @@ class ValidationConfig:
     cfg: float = 5.0
     seed: int = 1234
     fps: float = 8.0
+    lpips: str = "auto"  # LPIPS beside PSNR / SSIM: auto (when its weights are on this machine), on, off
 
 
 @dataclass
@@ -122,7 +123,7 @@ class DistributedConfig:
 
 @dataclass
 class PrepareConfig:
-    variants: int = 1  # random windows / posterior samples stored per clip; epoch e uses variant e % variants
+    windows: int = 4  # windows per clip whose posterior mean / std are stored (every window if the clip has fewer)
     shard_size_mb: int = 2048
     dtype: str = "fp32"  # "fp32" (training from cache = training from video) or "bf16" (half the disk)
     overwrite: bool = False
@@ -131,7 +132,7 @@ class PrepareConfig:
 @dataclass
 class TrainingConfig:
     task: str = "exo2ego"
-    output_dir: str = "outputs/worldwander"
+    output_dir: str | None = None  # None: ~/worldwander-training/<task> (outside any checkout)
     seed: int = 1234
     device: str = "auto"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -149,8 +150,17 @@ class TrainingConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainingConfig":
+        """Check every option (InputError naming the first bad one); fills in the default output folder."""
         validate_config(self)
+        if self.output_dir is None:
+            self.output_dir = str(default_output_dir(self.task))
+        self.output_dir = str(Path(self.output_dir).expanduser())
         return self
+
+
+def default_output_dir(task: str) -> Path:
+    """Where a run writes when output_dir is not given: a folder per task in the user's home."""
+    return Path.home() / "worldwander-training" / get_task(task).name
 
 
 # ---------------------------------------------------------------- coercion
@@ -230,11 +240,30 @@ def apply_values(config, values: dict, source: str, prefix: str = ""):
     return config
 
 
+BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs installed with the package (exo2ego, ego2exo)."""
+    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(value) -> Path:
+    """A config file path, or the name of a bundled config (``exo2ego`` or ``exo2ego.yaml``), which then
+    works from any folder."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    bundled = BUNDLED_CONFIGS / (path.name if path.suffix else f"{path.name}.yaml")
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    raise InputError(f"--config: {value} does not exist; expected a .yaml or .toml training config, or the name of "
+                     f"a bundled one ({', '.join(bundled_configs())}).")
+
+
 def read_config_file(path) -> dict:
-    """The options in a .yaml/.yml or .toml file as a nested dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--config: {path} does not exist; expected a .yaml or .toml training config.")
+    """The options in a .yaml/.yml or .toml file (or a bundled config's name) as a nested dict."""
+    path = resolve_config_path(path)
     text = path.read_text()
     try:
         if path.suffix.lower() == ".toml":
@@ -263,7 +292,7 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                      epilog="Every option of the config file can be given as --section.option VALUE "
                                             "(lists as a,b or [a, b]; none/null for no value); the command line wins.")
-    parser.add_argument("--config", help="YAML or TOML config file (training/configs/exo2ego.yaml ...)")
+    parser.add_argument("--config", help=f"YAML or TOML config file, or a bundled config: {', '.join(bundled_configs())}")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     options = parser.add_argument_group("options (override the config file)")
     defaults = TrainingConfig()
@@ -365,13 +394,14 @@ def validate_config(c: TrainingConfig) -> None:
         _require(c.data.root is not None, "data.root", "the dataset folder holding the validation pairs",
                  c.data.root)
     _require(c.validation.steps >= 1, "validation.steps", "an integer >= 1", c.validation.steps)
+    _require(c.validation.lpips in ("auto", "on", "off"), "validation.lpips", "auto, on or off", c.validation.lpips)
     _require(c.logging.tensorboard in ("auto", "on", "off"), "logging.tensorboard", "auto, on or off",
              c.logging.tensorboard)
     _require(c.distributed.strategy in ("ddp", "fsdp"), "distributed.strategy", "'ddp' or 'fsdp'",
              c.distributed.strategy)
     _require(c.distributed.backend in ("auto", "nccl", "gloo"), "distributed.backend", "auto, nccl or gloo",
              c.distributed.backend)
-    _require(c.prepare.variants >= 1, "prepare.variants", "an integer >= 1", c.prepare.variants)
+    _require(c.prepare.windows >= 1, "prepare.windows", "an integer >= 1", c.prepare.windows)
     _require(c.prepare.shard_size_mb >= 1, "prepare.shard_size_mb", "an integer >= 1", c.prepare.shard_size_mb)
     _require(c.prepare.dtype in ("fp32", "bf16"), "prepare.dtype", "'fp32' or 'bf16'", c.prepare.dtype)
     _require(c.model.positions in ("collaborative", "uniform"), "model.positions", "'collaborative' or 'uniform'",

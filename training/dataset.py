@@ -1,34 +1,26 @@
 """The two training datasets: triplets read from videos (pixels; the VAE runs in the training
-process) and triplets read from a prepared latent cache.
+process) and triplets read from a prepared latent cache (posterior mean and std; a fresh sample is
+drawn here).
 
-Randomness is a pure function of (seed, stem, variant): the window start and the mirror flip come
-from one seed, the VAE posterior sample from another (see ``sample_seeds``). Variant is the epoch
-for videos and epoch % variants for a cache, so ``prepare`` stores exactly the windows and posterior
-samples a run from videos would draw in its first ``variants`` epochs, and any DataLoader worker
-count gives the same samples.
+Dataset items are ``epoch * len + clip``. Every visit draws its window, flip and posterior noise from
+(seed, stem, epoch) (see sample_draws), so both datasets give the same samples when the cache holds
+every window the clip has.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from wan_egoexo.errors import InputError
 
 from .cache import LatentCache
-from .clips import fit_frames, load_reference, read_frames, window_indices
+from .clips import fit_frames, load_reference, read_frames, window_indices, window_starts
 from .data_order import split_item
 from .dataset_checks import ClipGeometry, WindowSettings
 from .pairing import Triplet
-
-
-def sample_seeds(seed: int, stem: str, variant: int) -> tuple[int, int]:
-    """(window seed, posterior-noise seed) of one sample; stable across runs, processes and machines."""
-    words = np.random.SeedSequence([int(seed), zlib.crc32(stem.encode("utf-8")), int(variant)]).generate_state(2)
-    return int(words[0]), int(words[1])
+from .sample_draws import draw_latents, draw_window, sample_seeds
 
 
 @dataclass(frozen=True)
@@ -37,8 +29,8 @@ class Augmentation:
 
 
 class VideoTripletDataset(Dataset):
-    """Items ``epoch * len + clip`` -> {"stem", "variant", "ego", "exo" (float [3, F, H, W] in [-1, 1]),
-    "reference" ([3, 1, H, W] or None), "caption", "noise_seed"}."""
+    """Items ``epoch * len + clip`` -> {"stem", "epoch", "start", "mirrored", "ego", "exo" (float
+    [3, F, H, W] in [-1, 1]), "reference" ([3, 1, H, W] or None), "caption", "noise_seed"}."""
 
     def __init__(self, triplets: list[Triplet], geometry: dict[str, ClipGeometry], settings: WindowSettings,
                  seed: int, load_references: bool, augmentation: Augmentation = Augmentation()):
@@ -52,23 +44,32 @@ class VideoTripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.triplets)
 
-    def sample(self, clip: int, variant: int) -> dict:
+    def frame_count(self, clip: int) -> int:
+        return self.geometry[self.triplets[clip].stem].frames
+
+    def pixels(self, clip: int, start: int, mirrored: bool, with_reference: bool) -> dict:
+        """ego / exo pixels of the window at ``start`` (and the reference when asked and present)."""
         triplet = self.triplets[clip]
         s = self.settings
-        window_seed, noise_seed = sample_seeds(self.seed, triplet.stem, variant)
-        rng = np.random.default_rng(window_seed)
-        indices = window_indices(self.geometry[triplet.stem].frames, s.num_frames, s.frame_stride, rng)
-        flip = bool(rng.random() < self.augmentation.hflip)
+        indices = window_indices(start, s.num_frames, s.frame_stride)
         views = {view: fit_frames(read_frames(path, indices), s.resize_long, s.height, s.width)
                  for view, path in (("ego", triplet.ego), ("exo", triplet.exo))}
-        reference = None
-        if self.load_references and triplet.reference is not None:
-            reference = load_reference(triplet.reference, s.height, s.width)
-        if flip:
-            views = {k: v.flip(-1) for k, v in views.items()}
-            reference = None if reference is None else reference.flip(-1)
-        return {"stem": triplet.stem, "variant": variant, "ego": views["ego"], "exo": views["exo"],
-                "reference": reference, "caption": triplet.caption, "noise_seed": noise_seed}
+        views["reference"] = None
+        if with_reference and triplet.reference is not None:
+            views["reference"] = load_reference(triplet.reference, s.height, s.width)
+        if mirrored:
+            views = {k: None if v is None else v.flip(-1) for k, v in views.items()}
+        return views
+
+    def sample(self, clip: int, epoch: int) -> dict:
+        triplet = self.triplets[clip]
+        s = self.settings
+        window_seed, noise_seed = sample_seeds(self.seed, triplet.stem, epoch)
+        starts = window_starts(self.frame_count(clip), s.num_frames, s.frame_stride)
+        start, mirrored = draw_window(starts, self.augmentation.hflip, window_seed)
+        return {"stem": triplet.stem, "epoch": epoch, "start": start, "mirrored": mirrored,
+                **self.pixels(clip, start, mirrored, self.load_references), "caption": triplet.caption,
+                "noise_seed": noise_seed}
 
     def __getitem__(self, item: int) -> dict:
         epoch, clip = split_item(item, len(self))
@@ -76,11 +77,17 @@ class VideoTripletDataset(Dataset):
 
 
 class CachedLatentDataset(Dataset):
-    """Items ``epoch * len + clip`` -> {"stem", "variant", "ego", "exo", "reference" (latents), "caption"}."""
+    """Items ``epoch * len + clip`` -> {"stem", "epoch", "start", "mirrored", "ego", "exo", "reference"
+    (normalised latents: a fresh posterior sample of a window the cache holds), "caption"}."""
 
-    def __init__(self, cache: LatentCache, need_reference: bool):
+    def __init__(self, cache: LatentCache, need_reference: bool, seed: int, hflip: float = 0.0):
         self.cache = cache
-        self.variants = int(cache.settings["variants"])
+        self.need_reference = need_reference
+        self.seed = seed
+        self.hflip = hflip
+        if hflip > 0 and not cache.settings.get("mirrored"):
+            raise InputError(f"data.hflip: {hflip} needs mirrored windows, but the cache {cache.folder} was prepared "
+                             "with data.hflip 0; expected data.hflip 0, or prepare again with the hflip you train with.")
         if need_reference:
             missing = [s["stem"] for s in cache.samples if not s.get("has_reference")]
             if missing:
@@ -94,9 +101,12 @@ class CachedLatentDataset(Dataset):
     def __getitem__(self, item: int) -> dict:
         epoch, clip = split_item(item, len(self))
         entry = self.cache.samples[clip]
-        variant = epoch % self.variants
-        latents = self.cache.latents(entry["stem"], variant)
-        return {"stem": entry["stem"], "variant": variant, **latents, "caption": entry.get("caption")}
+        stem = entry["stem"]
+        window_seed, noise_seed = sample_seeds(self.seed, stem, epoch)
+        start, mirrored = draw_window(entry["starts"], self.hflip, window_seed)
+        posteriors = self.cache.posteriors(stem, start, mirrored, self.need_reference)
+        return {"stem": stem, "epoch": epoch, "start": start, "mirrored": mirrored,
+                **draw_latents(posteriors, noise_seed), "caption": entry.get("caption")}
 
 
 def keep_as_list(samples: list[dict]) -> list[dict]:

@@ -60,6 +60,27 @@ class DistributedContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def run_on_main(self, fn):
+        """``fn()`` on rank 0 and its result on every rank; an InputError it raises is raised on every rank."""
+        outcome, error = None, None
+        if self.is_main:
+            try:
+                outcome = ("ok", fn())
+            except InputError as exc:
+                error, outcome = exc, ("error", str(exc))
+        outcome = self.broadcast_object(outcome)
+        if outcome[0] == "error":
+            raise error if error is not None else InputError(outcome[1])
+        return outcome[1]
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.distributed:
+            return bool(flag)
+        tensor = torch.tensor([1.0 if flag else 0.0], dtype=torch.float32, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item() > 0)
+
     def mean(self, value: float) -> float:
         if not self.distributed:
             return float(value)

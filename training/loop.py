@@ -1,5 +1,7 @@
 """The training loop: micro-batches with gradient accumulation, optimizer and schedule steps,
-progress bar and metrics, checkpoints every N steps (and at the end), exact resume, validation renders.
+progress bar and metrics, checkpoints every N steps (and at the end), exact resume, validation renders
+and scores, a stop at the first non-finite loss, gradient or weight (see numeric_guard), and the lock
+that keeps a second run off the output folder.
 
 A resumed run continues bit-identically on the same hardware: the LoRA, optimizer and schedule
 states, every rank's RNG states and the count of samples consumed are restored, and the data order
@@ -24,17 +26,24 @@ from wan_egoexo.errors import InputError
 from wan_egoexo.atomic_files import atomic_path
 from .checkpoints import (CONFIG_FILE, LORA_FILE, clean_interrupted_saves, read_checkpoint_state, resolve_resume,
                           save_checkpoint)
+from .checkpoints import checkpoint_path
 from .data_order import SampleStream
 from .dataset import keep_as_list
-from .distributed import (load_optimizer_state, load_trainable_state, optimizer_state, shutdown, trainable_state)
+from .distributed import (init_distributed, load_optimizer_state, load_trainable_state, optimizer_state, shutdown,
+                          trainable_state)
+from .expected_warnings import training_warnings
 from .metrics_log import MetricsLog
+from .numeric_guard import (NonFiniteTrainingError, StepHealth, batch_finite, describe, gradient_norm, likely_cause,
+                            weight_stats)
 from .objective import flow_matching_loss
-from .optim import clip_gradients
+from .optim import clip_gradients, effective_lr
+from .output_lock import lock_on_main
 from .rng_state import capture_rng, restore_rng
 from .session import TrainingSession, build_session, free_memory
-from .validation import run_validation
+from .validation import PairResult, run_validation
 
 FINAL_LORA = "lora_final.safetensors"
+LOCK_FILE = ".worldwander-run.lock"
 
 
 @dataclass
@@ -56,27 +65,61 @@ def make_loader(session: TrainingSession) -> DataLoader:
                       prefetch_factor=2 if workers else None)
 
 
-def training_step(session: TrainingSession, batches) -> tuple[float, float]:
-    """One optimizer step over grad_accum micro-batches; returns (mean loss of this process, lr used)."""
+def _trainable(session: TrainingSession) -> list:
+    return [(n, p) for n, p in session.model.inner.named_parameters() if p.requires_grad]
+
+
+def _stop(session: TrainingSession, step: int, health: StepHealth, lr: float) -> NonFiniteTrainingError:
     config = session.config
+    _finite, peak, peak_b = weight_stats(_trainable(session))
+    base_lr = effective_lr(config.optim, session.context.world_size, config.train.grad_accum)
+    cause = likely_cause(health, peak, peak_b, lr, base_lr, config.train.mixed_precision)
+    error = NonFiniteTrainingError(describe(step, health, cause, session.last_checkpoint))
+    error.step = step
+    error.values = {"loss": sum(health.losses) / max(len(health.losses), 1), "lr": lr, "grad_norm": health.grad_norm,
+                    "samples_seen": session.samples_seen}
+    return error
+
+
+def training_step(session: TrainingSession, batches) -> tuple[float, float, float]:
+    """One optimizer step over grad_accum micro-batches; returns (mean loss of this process, lr used,
+    gradient norm before clipping). Raises NonFiniteTrainingError, on every rank, before a non-finite
+    gradient is applied or after an update that made a weight non-finite."""
+    config, context = session.config, session.context
     accum = config.train.grad_accum
     mixed = "no" if session.model.strategy == "fsdp" else config.train.mixed_precision  # FSDP casts itself
-    losses = []
+    health = StepHealth()
     for micro in range(accum):
         batch = session.latents(next(batches))
+        if not batch_finite(batch):
+            health.bad_data_stems += batch.stems
         with session.model.no_sync(last_micro_step=micro == accum - 1):
             loss = flow_matching_loss(session.model.forward, batch, session.prompts, session.table, session.generator,
                                       config.train.prompt_dropout, config.model.positions, mixed)
             (loss / accum).backward()
-        losses.append(float(loss.detach()))
-        session.samples_seen += session.context.world_size * config.train.batch_size
-    clip_gradients(session.lora_params, config.optim.grad_clip, config.optim.grad_clip_mode)
+        health.losses.append(float(loss.detach()))
+        session.samples_seen += context.world_size * config.train.batch_size
+    health.grad_norm = gradient_norm(session.lora_params)
     lr = float(session.optimizer.param_groups[0]["lr"])
+    if context.any(not health.ok):
+        raise _stop(session, session.step + 1, health, lr)
+    clip_gradients(session.lora_params, config.optim.grad_clip, config.optim.grad_clip_mode)
     session.optimizer.step()
     session.scheduler.step()
     session.optimizer.zero_grad(set_to_none=True)
     session.step += 1
-    return sum(losses) / len(losses), lr
+    health.weights_finite = _weights_finite(session)
+    if context.any(not health.weights_finite):
+        raise _stop(session, session.step, health, lr)
+    return sum(health.losses) / len(health.losses), lr, health.grad_norm
+
+
+def _weights_finite(session: TrainingSession) -> bool:
+    """One reduction: the largest |weight| of the LoRA is finite."""
+    peak = torch.nn.utils.get_total_norm([p.detach() for p in session.lora_params], norm_type=float("inf"))
+    if hasattr(peak, "full_tensor"):
+        peak = peak.full_tensor()
+    return bool(torch.isfinite(peak))
 
 
 def weights_checksum(model) -> str:
@@ -110,6 +153,7 @@ def save(session: TrainingSession) -> Path | None:
         path = save_checkpoint(config.output_dir, session.step, state, lora_state, config.lora.rank, config.lora.alpha,
                                config.lora.save_dtype, session.config_text, config.checkpoint.keep_last)
     context.barrier()
+    session.last_checkpoint = checkpoint_path(config.output_dir, session.step)
     return path
 
 
@@ -135,24 +179,33 @@ def restore(session: TrainingSession, folder: Path) -> None:
                       stacklevel=2)
     session.step = int(state["step"])
     session.samples_seen = int(state["samples_seen"])
+    session.last_checkpoint = folder
 
 
-def validate(session: TrainingSession) -> list[Path]:
+def validate(session: TrainingSession) -> tuple[list[PairResult], dict[str, float]]:
+    """Render and score the held-out pairs (collective); (results, means) on the main process."""
     from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
 
     context = session.context
     participates = context.is_main or session.model.strategy == "fsdp"  # FSDP's forward needs every rank
-    paths = []
+    outcome = ([], {})
     if participates:
         def provide_vae():
             if session.vae is not None:
                 return session.vae, lambda: None
             return load_vae(session.files["vae"], device=context.device), free_memory
 
-        paths = run_validation(session.model.inner, provide_vae, session.prompts, session.validation, session.step,
-                               write=context.is_main)
+        outcome = run_validation(session.model.inner, provide_vae, session.prompts, session.validation, session.step,
+                                 write=context.is_main)
     context.barrier()
-    return paths
+    return outcome
+
+
+def _validation_line(step: int, results: list[PairResult], means: dict[str, float], note: str | None) -> str:
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+    line = f"validation at step {step}: {scores} (mean of {len(results)} held-out pair(s); videos in " \
+           f"{results[0].video.parent})" if results else f"validation at step {step}: nothing rendered"
+    return line + (f"; {note}" if note else "")
 
 
 def run(session: TrainingSession, callbacks=()) -> TrainingResult:
@@ -177,20 +230,27 @@ def run(session: TrainingSession, callbacks=()) -> TrainingResult:
     try:
         while session.step < config.train.max_steps:
             started = time.perf_counter()
-            loss, lr = training_step(session, batches)
+            try:
+                loss, lr, grad_norm = training_step(session, batches)
+            except NonFiniteTrainingError as exc:
+                log.log(exc.step, exc.values)
+                raise
             loss = context.mean(loss)
             steps_per_s = 1.0 / max(time.perf_counter() - started, 1e-9)
             result.losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", steps_per_s=f"{steps_per_s:.2f}")
             if session.step % config.train.log_every == 0:
-                log.log(session.step, {"loss": loss, "lr": lr, "steps_per_s": steps_per_s,
+                log.log(session.step, {"loss": loss, "lr": lr, "grad_norm": grad_norm, "steps_per_s": steps_per_s,
                                        "samples_seen": session.samples_seen})
             if config.checkpoint.every and session.step % config.checkpoint.every == 0:
                 result.checkpoints.append(save(session))
                 last_saved = session.step
             if session.validation is not None and session.validation.due(session.step):
-                validate(session)
+                results, means = validate(session)
+                if context.is_main:
+                    log.log_validation(session.step, [r.row() for r in results], means)
+                    bar.write(_validation_line(session.step, results, means, session.validation.lpips_note))
             for callback in callbacks:
                 callback(session, loss)
         if last_saved != session.step:
@@ -210,9 +270,22 @@ def run(session: TrainingSession, callbacks=()) -> TrainingResult:
 
 
 def train(config, callbacks=()) -> TrainingResult:
-    """Build the run from ``config`` (a TrainingConfig), train it, release the process group."""
-    session = build_session(config)
+    """Lock ``config.output_dir``, build the run, train it, release the lock and the process group.
+    A second run on the same output folder fails at once, naming the run that holds it."""
+    config.validate()
+    context = init_distributed(config.device, config.distributed.backend)
+    output_dir = Path(config.output_dir)
+    existed = output_dir.exists()
     try:
-        return run(session, callbacks)
+        lock = lock_on_main(context, output_dir / LOCK_FILE, f"output_dir {output_dir}")
+        try:
+            session = build_session(config, context)
+            with training_warnings(context.device, config.train.mixed_precision, announce=context.is_main):
+                return run(session, callbacks)
+        finally:
+            if lock is not None:
+                lock.release()
+                if not existed and output_dir.is_dir() and not any(output_dir.iterdir()):
+                    output_dir.rmdir()  # a run that stopped before writing anything leaves no folder behind
     finally:
-        shutdown(session.context)
+        shutdown(context)

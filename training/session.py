@@ -34,7 +34,7 @@ from .prompts import DROPPED_PROMPT, PromptTable, encode_prompt_table, sample_pr
 from .validation import ValidationPlan
 
 # Cache settings that must equal the run's for the cached latents to be what the run asks for.
-CACHE_GEOMETRY = ("num_frames", "frame_stride", "height", "width", "resize_long", "hflip")
+CACHE_GEOMETRY = ("num_frames", "frame_stride", "height", "width", "resize_long")
 
 
 def window_settings(config: TrainingConfig) -> WindowSettings:
@@ -87,20 +87,11 @@ def checked_discovery(config: TrainingConfig, context: DistributedContext, need_
         geometry = check_dataset(discovery, window_settings(config), need_reference, config.data.check_workers)
         return discovery, geometry
 
-    outcome, error = None, None
-    if context.is_main:
-        try:
-            outcome = ("ok", work())
-        except InputError as exc:
-            error, outcome = exc, ("error", str(exc))
-    outcome = context.broadcast_object(outcome)
-    if outcome[0] == "error":
-        raise error if error is not None else InputError(outcome[1])
-    return outcome[1]
+    return context.run_on_main(work)
 
 
 def check_cache_settings(cache: LatentCache, config: TrainingConfig) -> None:
-    wanted = {"hflip": config.data.hflip, **window_settings(config).__dict__}
+    wanted = window_settings(config).__dict__
     differ = [f"data.{k}: cache {cache.settings.get(k)!r}, config {wanted[k]!r}" for k in CACHE_GEOMETRY
               if cache.settings.get(k) != wanted[k]]
     if differ:
@@ -127,6 +118,7 @@ class TrainingSession:
     vae: object = None
     step: int = 0
     samples_seen: int = 0
+    last_checkpoint: Path | None = None  # the latest complete checkpoint of this run (saved or resumed from)
 
     @property
     def output_dir(self) -> Path:
@@ -170,7 +162,7 @@ def build_session(config: TrainingConfig, context: DistributedContext | None = N
         if overlap:
             raise InputError(f"validation.stems: {overlap} are in the training cache {cache.folder}; expected held-out "
                              "pairs (prepare leaves out the stems listed in validation.stems).")
-        dataset = CachedLatentDataset(cache, task.uses_reference)
+        dataset = CachedLatentDataset(cache, task.uses_reference, config.seed, config.data.hflip)
         prompts = cache.prompt_table()
         files = model_paths(config, task, ["transformer"] + (["vae"] if validation_triplets else []))
     else:

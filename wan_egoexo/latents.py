@@ -91,6 +91,22 @@ def encode_video(vae, video: torch.Tensor, sample: bool = False,
     Takes the mode (mean) of the VAE posterior unless ``sample`` is True, then draws from it with
     ``generator``. Runs in the VAE's own device and dtype; the result is on the VAE's device.
     """
+    posterior = _posterior(vae, video)
+    z = posterior.sample(generator=generator) if sample else posterior.mode()
+    return normalize_latents(z.float(), vae)
+
+
+@torch.no_grad()
+def encode_posterior(vae, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior of ``video`` [B, 3, F, H, W] in normalised units: float32 (mean_n, std_n) on the
+    VAE's device, mean_n = (mean - m) / s and std_n = std / s per channel (m, s: the latent statistics),
+    so mean_n + std_n * noise is a normalised posterior sample (what ``encode_video(sample=True)`` draws)."""
+    posterior = _posterior(vae, video)
+    _mean, std = (s.to(posterior.mean.device) for s in latent_stats(vae))
+    return normalize_latents(posterior.mean.float(), vae), posterior.std.float() / std
+
+
+def _posterior(vae, video: torch.Tensor):
     if not torch.is_tensor(video) or video.ndim != 5 or video.shape[1] != 3:
         shape = tuple(video.shape) if torch.is_tensor(video) else type(video).__name__
         raise InputError(f"video: shape {shape} is not [B, 3, F, H, W].")
@@ -101,9 +117,7 @@ def encode_video(vae, video: torch.Tensor, sample: bool = False,
     if peak > _VIDEO_RANGE_LIMIT:
         raise InputError(f"video: values reach {peak:.3g}; expected a video scaled to [-1, 1].")
     device, dtype = _vae_device_dtype(vae)
-    posterior = vae.encode(video.to(device=device, dtype=dtype)).latent_dist
-    z = posterior.sample(generator=generator) if sample else posterior.mode()
-    return normalize_latents(z.float(), vae)
+    return vae.encode(video.to(device=device, dtype=dtype)).latent_dist
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ def tiny_overrides(root: Path, output: Path, **sections) -> dict:
         "train": {"max_steps": 20, "batch_size": 2, "mixed_precision": "no", "prompt_dropout": 0.1},
         "checkpoint": {"every": 10, "keep_last": 3},
         "logging": {"progress_bar": False, "tensorboard": "off"},
-        "prepare": {"variants": 2},
+        "prepare": {"windows": 4},
     }
     merged = copy.deepcopy(base)
     for key, value in sections.items():
@@ -40,15 +40,16 @@ def tiny_overrides(root: Path, output: Path, **sections) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
-    """models/ (tiny transformer, VAE, UMT5 under the real names), data/ (3 pairs, 20 frames, 64x64,
-    references), cache/ (prepared from data/ with 2 variants)."""
+    """models/ (tiny transformer, VAE, UMT5 under the real names), data/ (3 pairs, 18 frames, 64x64,
+    references: 9 frames at stride 2 fit at starts 0 and 1), cache/ (prepared from data/: both windows
+    of each clip)."""
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 
     from training.prepare import prepare_cache
 
     root = tmp_path_factory.mktemp("training")
     build_tiny_models_folder(root / "models", tasks=("exo2ego",))
-    write_synthetic_dataset(root / "data", pairs=3, frames=20, size=64)
+    write_synthetic_dataset(root / "data", pairs=3, frames=18, size=64)
     prepare_cache(load_config(overrides=tiny_overrides(root, root / "unused", data={"cache": str(root / "cache")})))
     return root
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.clips import fit_frames, frames_needed, window_indices
+from training.clips import fit_frames, frames_needed, window_indices, window_starts
 from training.dataset_checks import DatasetError, WindowSettings, check_dataset
 from training.pairing import find_triplets
+from training.sample_draws import draw_window
 from training.synthetic import write_synthetic_dataset
 from wan_egoexo.errors import InputError
 
@@ -88,17 +89,15 @@ def test_unequal_lengths_and_missing_folders(tmp_path):
         find_triplets(root, need_reference=False)
 
 
-def test_window_indices_cover_every_start_at_the_stride():
-    rng = np.random.default_rng(0)
-    starts = set()
-    for _ in range(400):
-        indices = window_indices(30, 9, 2, rng)
-        assert len(indices) == 9 and np.all(np.diff(indices) == 2)
-        assert indices[0] >= 0 and indices[-1] <= 29
-        starts.add(int(indices[0]))
-    assert starts == set(range(30 - frames_needed(9, 2) + 1))
+def test_window_draws_cover_every_start_at_the_stride():
+    starts = window_starts(30, 9, 2)
+    assert list(starts) == list(range(30 - frames_needed(9, 2) + 1))
+    drawn = {draw_window(starts, 0.0, seed)[0] for seed in range(400)}
+    assert drawn == set(starts.tolist())
+    indices = window_indices(5, 9, 2)
+    assert len(indices) == 9 and indices[0] == 5 and np.all(np.diff(indices) == 2) and indices[-1] == 21
     with pytest.raises(InputError, match="need 17"):
-        window_indices(16, 9, 2, rng)
+        window_starts(16, 9, 2)
 
 
 def test_long_side_resize_then_centre_crop():
