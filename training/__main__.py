@@ -1,27 +1,23 @@
-"""``python -m training train|prepare|benchmark ...``: the same commands as
-``python -m training.train``, ``python -m training.prepare`` and ``python -m training.benchmark_step``."""
+"""``python -m training train|prepare|evaluate|benchmark ...``: the same commands as
+``python -m training.train``, ``training.prepare``, ``training.evaluate`` and ``training.benchmark_step``
+(installed as the ``wan-egoexo-train``, ``-prepare`` and ``-evaluate`` console scripts)."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-COMMANDS = ("train", "prepare", "benchmark")
+COMMANDS = {"train": "train", "prepare": "prepare", "evaluate": "evaluate", "benchmark": "benchmark_step"}
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m training {{{','.join(COMMANDS)}}} --config FILE [--section.option VALUE ...]",
+        print(f"usage: python -m training {{{','.join(COMMANDS)}}} [options]  (each command's --help lists them)",
               file=sys.stderr)
         return 2
-    command, rest = argv[0], argv[1:]
-    if command == "train":
-        from .train import main as run  # noqa: PLC0415
-    elif command == "prepare":
-        from .prepare import main as run  # noqa: PLC0415
-    else:
-        from .benchmark_step import main as run  # noqa: PLC0415
-    return run(rest)
+    module = importlib.import_module(f"training.{COMMANDS[argv[0]]}")
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Known, harmless warnings of the libraries (bf16 autocast on the CPU makes torch's RMS norm fall back to
 its unfused kernel and say so) are replaced by one note at the start of the run; any other warning
-raised while training is shown once per message, however often the step repeats it (Python's default
-per-location registry is reset whenever a library touches the warning filters).
+raised while training is shown once per message, however often the steps repeat it (Python's own
+registries forget what they showed whenever a library touches the warning filters).
 """
 
 from __future__ import annotations
@@ -31,12 +31,23 @@ def expected_notes(device: torch.device, mixed_precision: str) -> list[tuple[str
 @contextlib.contextmanager
 def training_warnings(device: torch.device, mixed_precision: str, announce: bool = True):
     """Inside: the expected warnings are silenced (their notes printed once, on the main process when
-    ``announce``) and every other warning is shown once per message."""
+    ``announce``) and any other warning is shown once per (category, message)."""
     notes = expected_notes(device, mixed_precision)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("once")
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
         for pattern, _note in notes:
             warnings.filterwarnings("ignore", message=pattern)
+        # Python's own "once" / per-location registries are cleared whenever any code changes the filters
+        # (libraries do, inside a step), so repeats are dropped here, where every shown warning passes.
+        shown = set()
+        show = warnings.showwarning
+
+        def show_once(message, category, filename, lineno, file=None, line=None):
+            key = (category, str(message))
+            if key not in shown:
+                shown.add(key)
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_once
         if announce:
             for _pattern, note in notes:
                 print(note, file=sys.stderr)

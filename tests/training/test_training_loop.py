@@ -100,16 +100,23 @@ def test_saved_lora_loads_through_apply_lora_and_changes_predict_flow(trained, t
     torch.testing.assert_close(adapted, trained_model, rtol=1e-4, atol=1e-5)
 
 
-def test_validation_renders_a_held_out_pair(make_config, tmp_path):
+def test_validation_renders_and_scores_a_held_out_pair(make_config, tmp_path):
     config = make_config(tmp_path / "val", train={"max_steps": 2, "batch_size": 1},
-                         validation={"every": 2, "stems": ["pair02"], "steps": 2, "cfg": 2.0},
+                         validation={"every": 1, "stems": ["pair02"], "steps": 2, "cfg": 2.0, "lpips": "off"},
                          checkpoint={"every": 0})
     result = train(config)
-    videos = sorted((tmp_path / "val" / "validation").glob("*.mp4"))
-    assert [v.name for v in videos] == ["step-00000002_pair02.mp4"]
+    folder = tmp_path / "val" / "validation"
+    videos = sorted(folder.glob("*.mp4"))
+    assert [v.name for v in videos] == ["step-00000001_pair02.mp4", "step-00000002_pair02.mp4"]
     clip = read_video(videos[0])
     assert clip.frames.shape[:3] == (9, 64, 3 * 64)  # source | generated | ground truth
     assert result.step == 2
+    # PSNR / SSIM of the generated target against the ground-truth view, one line per pair and render
+    rows = read_metrics(folder / "metrics.jsonl")
+    assert [(r["step"], r["stem"], r["video"]) for r in rows] == [(1, "pair02", videos[0].name),
+                                                                   (2, "pair02", videos[1].name)]
+    assert all(0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1 and "lpips" not in r for r in rows)
+    assert rows[0]["psnr"] != rows[1]["psnr"]  # the LoRA changed between the renders
 
 
 def test_faulty_dataset_stops_before_loading_models(make_config, tmp_path):
