@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import yaml
 
 from wan_egoexo.errors import InputError
 from wan_egoexo.tasks import get_task
+
+from .config_files import bundled_configs, read_config_file
 
 # PEFT target names: each matches that linear in attn1 and attn2 of every block (ten per block).
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
@@ -238,43 +239,6 @@ def apply_values(config, values: dict, source: str, prefix: str = ""):
         else:
             setattr(config, key, _coerce(name, value, hints[key]))
     return config
-
-
-BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
-
-
-def bundled_configs() -> list[str]:
-    """Names of the configs installed with the package (exo2ego, ego2exo)."""
-    return sorted(p.stem for p in BUNDLED_CONFIGS.glob("*.yaml"))
-
-
-def resolve_config_path(value) -> Path:
-    """A config file path, or the name of a bundled config (``exo2ego`` or ``exo2ego.yaml``), which then
-    works from any folder."""
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    bundled = BUNDLED_CONFIGS / (path.name if path.suffix else f"{path.name}.yaml")
-    if path.parent == Path(".") and bundled.is_file():
-        return bundled
-    raise InputError(f"--config: {value} does not exist; expected a .yaml or .toml training config, or the name of "
-                     f"a bundled one ({', '.join(bundled_configs())}).")
-
-
-def read_config_file(path) -> dict:
-    """The options in a .yaml/.yml or .toml file (or a bundled config's name) as a nested dict."""
-    path = resolve_config_path(path)
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
-            data = yaml.safe_load(text) or {}
-        else:
-            raise InputError(f"--config: {path} is neither .yaml/.yml nor .toml.")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"{path}: cannot be parsed ({exc}).") from None
-    return data
 
 
 # ---------------------------------------------------------------- command line

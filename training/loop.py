@@ -226,6 +226,7 @@ def run(session: TrainingSession, callbacks=()) -> TrainingResult:
     bar = tqdm(total=config.train.max_steps, initial=session.step, desc="training", unit="step",
                disable=not (context.is_main and config.logging.progress_bar), dynamic_ncols=True)
     batches = iter(make_loader(session))
+    validated = False
     last_saved = session.step if resume_from is not None else None
     try:
         while session.step < config.train.max_steps:
@@ -250,7 +251,9 @@ def run(session: TrainingSession, callbacks=()) -> TrainingResult:
                 results, means = validate(session)
                 if context.is_main:
                     log.log_validation(session.step, [r.row() for r in results], means)
-                    bar.write(_validation_line(session.step, results, means, session.validation.lpips_note))
+                    note = session.validation.lpips_note if not validated else None  # said once
+                    bar.write(_validation_line(session.step, results, means, note))
+                validated = True
             for callback in callbacks:
                 callback(session, loss)
         if last_saved != session.step:

@@ -1,4 +1,4 @@
-"""``python -m training.train --config training/configs/exo2ego.yaml [--section.option VALUE ...]``
+"""``python -m training.train --config exo2ego [--section.option VALUE ...]`` (or ``wan-egoexo-train``)
 
 Trains a WorldWander LoRA from one config file. The same command runs on one GPU, under
 ``torchrun --nproc_per_node N`` or ``accelerate launch`` (data parallel; ``--distributed.strategy fsdp``
