@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10, which the package still supports: the same parser, from PyPI
+    import tomli as tomllib
 
 import yaml
 
