@@ -9,6 +9,7 @@ from wan_egoexo.errors import InputError
 from wan_egoexo.positions import POSITION_MODES
 from wan_egoexo.tasks import TASKS, get_task
 
+from . import host
 from .handles import CONTEXT, FIT, VAE, ContextHandle
 
 # Default of VALIDATE_INPUTS' reference: ComfyUI passes an optional input only when it is linked
@@ -83,6 +84,7 @@ class WorldWanderInContext:
                              "WorldWander Load Video.")
         image = None if reference is None else first_image(reference, "reference")
         reference_video = prepare_reference(task, image, width, height)
+        host.load_to_device(vae)  # ComfyUI brings it back if "Unload models" parked it
         source_latents = encode_video(vae, video).cpu()
         reference_latents = None if reference_video is None else encode_video(vae, reference_video).cpu()
         return (ContextHandle(task, positions, source_latents, reference_latents, vae, fit),)

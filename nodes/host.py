@@ -1,5 +1,6 @@
 """Everything the nodes ask of the ComfyUI host: model folders, input/output folders, devices,
-memory, progress and cancelling. The host modules (folder_paths, comfy.*) are imported here, inside
+memory (host_memory.py: the WW_* models under ComfyUI's model management), progress and
+cancelling. The host modules (folder_paths, comfy.*) are imported here, inside
 the functions, so that importing the pack costs nothing and works outside ComfyUI; both the 2024
 releases (folders "unet" / "clip") and 0.3.x ("diffusion_models" / "text_encoders") are served.
 """
@@ -11,6 +12,10 @@ import os
 from wan_egoexo.comfy_interop import DIFFUSERS_LABEL, find_diffusers_folders, latent_preview_rgb
 from wan_egoexo.errors import InputError, ModelFileError
 from wan_egoexo.video_io import VIDEO_SUFFIXES
+
+from . import host_memory
+from .host_memory import (  # noqa: F401  (the nodes' host API)
+    load_to_device, make_room, offload_device, ready_transformer_for_sampling)
 
 # Model folders in order of preference: the current name first, the 2024 name second.
 TRANSFORMER_FOLDERS = ("diffusion_models", "unet")
@@ -111,12 +116,9 @@ def text_encoder_device():
     return mm.text_encoder_device()
 
 
-def make_room() -> None:
-    """Unload ComfyUI's own models (e.g. a CLIP used for the conditioning bridge) before a big load."""
-    import comfy.model_management as mm  # noqa: PLC0415
-
-    mm.unload_all_models()
-    mm.soft_empty_cache()
+def manage(module, kind: str) -> None:
+    """Put a WW_* model (``kind`` "diffusion" or "vae") under ComfyUI's model management."""
+    host_memory.manage(module, host_memory.load_device(kind), host_memory.offload_device(kind))
 
 
 def release_cache() -> None:

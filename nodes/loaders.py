@@ -1,6 +1,8 @@
 """Loader nodes: the Wan2.2-TI2V-5B transformer, a WorldWander (or any Wan) LoRA, the Wan2.2 VAE
 and the UMT5 text encoder, from ComfyUI's model folders. Models live only in ComfyUI's node-output
-cache, so ComfyUI's "free memory" / a changed input releases them.
+cache, so ComfyUI's "free memory" / a changed input releases them; the transformer and the VAE are
+also under ComfyUI's model management (nodes/host_memory.py): "Unload models" parks them off the
+GPU and loading them unloads other models only when memory requires it.
 """
 
 from __future__ import annotations
@@ -50,12 +52,15 @@ class WorldWanderModelLoader:
         from wan_egoexo.transformer_loader import load_transformer  # noqa: PLC0415
 
         path = host.model_path(host.TRANSFORMER_FOLDERS, model_name, "model_name")
-        host.make_room()
         device = host.torch_device()
         offload = wants_offload(memory, device)
-        transformer = load_transformer(path, device="cpu" if offload else device, attention=attention,
+        # Resident: parked where ComfyUI parks its own models; the sampler has ComfyUI load it.
+        transformer = load_transformer(path, device="cpu" if offload else host.offload_device("diffusion"),
+                                       attention=attention,
                                        dtype=resolve_dtype(None if dtype == "auto" else dtype, device))
         enable_compact_modulation(transformer)  # exact, and no [tokens, 6, 3072] fp32 copies
+        if not offload:  # offloaded blocks stream themselves; nothing stays on the GPU to manage
+            host.manage(transformer, "diffusion")
         return (ModelHandle(transformer, model_name, offload=offload),)
 
 
@@ -112,7 +117,8 @@ class WorldWanderVAELoader:
 
         path = host.model_path(host.VAE_FOLDERS, vae_name, "vae_name")
         device = host.torch_device()
-        vae = load_vae(path, device=device)
+        vae = load_vae(path, device=host.offload_device("vae"))
+        host.manage(vae, "vae")  # ComfyUI loads it onto its VAE device for each encode / decode
         if tiling == "on" or tiling == "auto" and choose_memory_plan(device=device).vae_tiling:
             enable_vae_tiling(vae)
         return (vae,)

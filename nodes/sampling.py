@@ -81,6 +81,11 @@ class WorldWanderSampler:
                                  "init_latent or set denoise to 1.0.")
             init = normalize_latents(latent_samples(init_latent, "init_latent").float(), context.vae)
         prepare_for_sampling(model.transformer, list(model.loras), model.offload, host.torch_device())
+        frames, height, width = context.source.shape[2:]
+        host.ready_transformer_for_sampling(  # ComfyUI loads it, freeing other models only as needed
+            model.transformer, model.offload, min(frames, windows.length) if windows else frames, height, width,
+            has_reference=context.reference is not None,
+            cfg_batch=1 if text.negative is None or settings.cfg == 1 else 2)
         with torch.no_grad():
             latents = sample_target(model.transformer, context.source, text.positive, text.negative,
                                     reference=context.reference, positions=context.positions, settings=settings,

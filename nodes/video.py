@@ -122,6 +122,7 @@ class WorldWanderDecode:
         from wan_egoexo.latents import decode_latents, normalize_latents  # noqa: PLC0415
 
         raw = latent_samples(samples, "samples").float()
+        host.load_to_device(vae)  # ComfyUI brings it back if "Unload models" parked it
         video = decode_latents(vae, normalize_latents(raw, vae))
         return (restore_frames(video, fit), float(fit.output_fps) if fit is not None else DEFAULT_FPS)
 

@@ -68,7 +68,7 @@ class Host:
         self.folders = {name: ([str(models / sub) for sub in subs], {".safetensors", ".ckpt"})
                         for name, subs in folders.items()}
         self.folders["diffusers"] = ([str(models / "diffusers")], ["folder"])
-        self.updates, self.unloads = [], 0
+        self.updates, self.unloads, self.loads = [], 0, []
         self.interrupt_at_check = None  # Cancel pressed before this interruption check (1-based)
         self.checks = 0
         self.args = types.SimpleNamespace(preview_method=PreviewMethod.NoPreviews, preview_size=256)
@@ -108,16 +108,33 @@ class Host:
             get_output_directory=lambda: str(self.output), get_temp_directory=lambda: str(self.temp),
             get_annotated_filepath=lambda name: str(self.input / name),
             exists_annotated_filepath=lambda name: (self.input / name).is_file(), get_save_image_path=save_path)
+        class ModelPatcher:  # comfy.model_patcher.ModelPatcher as far as the pack uses it
+            def __init__(self, model, load_device, offload_device, size=0):
+                self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+                model.model_loaded_weight_memory = 0
+
+            def loaded_size(self):
+                return self.model.model_loaded_weight_memory
+
+        def load_models_gpu(models, memory_required=0, force_full_load=False):
+            for patcher in models:
+                host.loads.append((repr(patcher.model), memory_required, force_full_load))
+                patcher.model.to(patcher.load_device)
+                patcher.model.model_loaded_weight_memory = patcher.size
+
         utils = types.SimpleNamespace(ProgressBar=ProgressBar)
+        cpu = lambda: torch.device("cpu")  # noqa: E731
         mm = types.SimpleNamespace(
-            InterruptProcessingException=Interrupted, get_torch_device=lambda: torch.device("cpu"),
-            text_encoder_device=lambda: torch.device("cpu"), soft_empty_cache=lambda force=False: None,
-            unload_all_models=lambda: setattr(host, "unloads", host.unloads + 1),
+            InterruptProcessingException=Interrupted, get_torch_device=cpu, text_encoder_device=cpu,
+            unet_offload_device=cpu, vae_device=cpu, vae_offload_device=cpu, soft_empty_cache=lambda force=False: None,
+            unload_all_models=lambda: setattr(host, "unloads", host.unloads + 1), load_models_gpu=load_models_gpu,
             throw_exception_if_processing_interrupted=check_interrupted)
+        patcher_module = types.SimpleNamespace(ModelPatcher=ModelPatcher)
         cli_args = types.SimpleNamespace(LatentPreviewMethod=PreviewMethod, args=self.args)
-        comfy = types.SimpleNamespace(__path__=[], utils=utils, model_management=mm, cli_args=cli_args)
+        comfy = types.SimpleNamespace(__path__=[], utils=utils, model_management=mm, cli_args=cli_args,
+                                      model_patcher=patcher_module)
         return {"folder_paths": fp, "comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm,
-                "comfy.cli_args": cli_args}
+                "comfy.cli_args": cli_args, "comfy.model_patcher": patcher_module}
 
 
 CURRENT_FOLDERS = {"diffusion_models": ["diffusion_models"], "text_encoders": ["text_encoders"], "vae": ["vae"],
@@ -249,7 +266,7 @@ def test_missing_and_wrong_model_files_name_the_file_and_input(host, models_dir,
             run(nodes, "WorldWanderModelLoader", wrong.name, "auto", "sdpa")
     finally:
         wrong.unlink()
-    assert host.unloads >= 1  # ComfyUI's own models are unloaded before the big load
+    assert host.unloads == 0  # loading never unloads ComfyUI's own models wholesale
 
 
 # ---------------------------------------------------------------- the whole graph against the core
@@ -263,6 +280,10 @@ def test_exo2ego_graph_matches_the_core_pipeline(host, nodes, models_dir, lora_c
     latent = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args())[0]
     images, out_fps = run(nodes, "WorldWanderDecode", vae, latent, fit)
     assert lora_calls == [[]]
+    # ComfyUI's model management loaded each model before its use, whole, with working memory for sampling
+    assert [name for name, _, _ in host.loads] == ["WorldWanderAutoencoderKLWan", "WorldWanderWanTransformer3DModel",
+                                                   "WorldWanderAutoencoderKLWan"]
+    assert all(full for _, _, full in host.loads) and host.loads[1][1] > 0
 
     # Independently: the core pipeline on separately loaded models.
     transformer = load_transformer(models_dir / "diffusion_models" / MODEL, "cpu", "fp32")
