@@ -1,10 +1,11 @@
-"""Text nodes: encoding the prompt with the pack's UMT5 loader, or bridging a CONDITIONING made by
-ComfyUI's own CLIPLoader (type "wan") + CLIPTextEncode into the same WW_TEXT embeddings.
+"""Text nodes: encoding the prompt with the pack's UMT5 loader (served from the on-disk prompt cache,
+as WW_TEXT for the WorldWander Sampler and as ComfyUI CONDITIONING for the stock samplers), or
+bridging a CONDITIONING made by ComfyUI's own CLIPLoader (type "wan") + CLIPTextEncode into WW_TEXT.
 """
 
 from __future__ import annotations
 
-from wan_egoexo.comfy_interop import conditioning_to_embeddings
+from wan_egoexo.comfy_interop import conditioning_to_embeddings, embeddings_to_conditioning
 from wan_egoexo.tasks import TASKS, get_task
 
 from . import host
@@ -16,11 +17,16 @@ TASK_TOOLTIP = "exo2ego: third-person video -> first-person. ego2exo: first-pers
 
 class WorldWanderTextEncode:
     DESCRIPTION = ("Encodes the prompt for the sampler. Leave the prompt empty to use the task's fixed prompt, "
-                   "the one the released LoRAs were trained with.")
+                   "the one the released LoRAs were trained with. Repeat prompts come from the on-disk prompt "
+                   "cache without loading UMT5.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = (TEXT,)
-    RETURN_NAMES = ("text",)
-    OUTPUT_TOOLTIPS = ("Prompt and negative prompt embeddings for WorldWander Sampler.",)
+    # Outputs are only ever appended: saved workflows link them by slot index.
+    RETURN_TYPES = (TEXT, "CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("text", "positive", "negative")
+    OUTPUT_TOOLTIPS = ("Prompt and negative prompt embeddings for WorldWander Sampler.",
+                       "The prompt as ComfyUI CONDITIONING (what CLIPLoader type 'wan' + CLIPTextEncode give), "
+                       "for KSampler / CFGGuider on the native path.",
+                       "The negative prompt as ComfyUI CONDITIONING.")
     FUNCTION = "encode"
 
     @classmethod
@@ -44,10 +50,21 @@ class WorldWanderTextEncode:
         task = get_task(task)
         custom = prompt if prompt.strip() else None
         embeds, _stats = encode_prompts_cached(text_encoder.path, task_prompts(task, custom, negative_prompt),
-                                               device=text_encoder.device, dtype=text_encoder.dtype)
+                                               device=text_encoder.device, dtype=text_encoder.dtype,
+                                               load=_load_with_room)
         positive, negative = embeds[:1], embeds[1:]
         host.release_cache()
-        return (TextHandle(positive, negative, None if custom else task.name),)
+        return (TextHandle(positive, negative, None if custom else task.name),
+                embeddings_to_conditioning(positive), embeddings_to_conditioning(negative))
+
+
+def _load_with_room(path, device=None, dtype=None):
+    """Load UMT5 (a prompt-cache miss) after ComfyUI frees what it must for it on ``device``."""
+    from wan_egoexo.memory.footprint import text_encoder_bytes  # noqa: PLC0415
+    from wan_egoexo.text_encoder_loader import load_text_encoder  # noqa: PLC0415
+
+    host.make_room(text_encoder_bytes(dtype), device)
+    return load_text_encoder(path, device=device, dtype=dtype)
 
 
 class WorldWanderConditioningBridge:

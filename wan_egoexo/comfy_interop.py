@@ -144,6 +144,15 @@ def conditioning_to_embeddings(conditioning, name: str = "conditioning", max_len
     return torch.nn.functional.pad(states, (0, 0, 0, max_length - states.shape[1]))
 
 
+def embeddings_to_conditioning(embeddings: torch.Tensor) -> list:
+    """A ComfyUI CONDITIONING ([[states [1, tokens, width], {"pooled_output": None}]]) from text
+    embeddings [1, tokens, width] (zero-padded, as ComfyUI's UMT5 zeroes its padding states too)."""
+    if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 3 or embeddings.shape[0] != 1:
+        shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+        raise InputError(f"embeddings: shape {shape} is not [1, tokens, width].")
+    return [[embeddings.detach().float().cpu().clone(), {"pooled_output": None}]]
+
+
 # ---------------------------------------------------------------- previews
 
 def latent_preview_rgb(latents: torch.Tensor, frame: int | None = None) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""WorldWander Text Encode's CONDITIONING outputs equal what ComfyUI's stock text path gives
+(CLIPLoader type "wan" + CLIPTextEncode) on the same UMT5 file, and repeat runs come from the
+prompt cache without loading UMT5.
+
+Stock ComfyUI builds UMT5 from a fixed XXL config (comfy/text_encoders/umt5_config_xxl.json) and
+recognises the file by a 24th block of width 4096. So the UMT5 here keeps 24 blocks of width 4096
+but has 4 heads of 8, a feed-forward of 32 and a 300-word vocabulary (23 M parameters), and only
+the temporary ComfyUI copy's config is changed to match. The file has the released file's layout:
+fp8 linear weights with per-tensor scales, the other tensors in fp16, the tokenizer inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+from .server import REPO_ROOT, copy_comfyui
+
+TEXT_FILE = "umt5_detectable_tiny_fp8_scaled.safetensors"
+DETECTABLE = dict(d_model=4096, num_layers=24, num_heads=4, d_kv=8, d_ff=32)  # ComfyUI's detection: block 23, width 4096
+
+
+def write_detectable_umt5(path, other_dtype=torch.float16) -> dict:
+    """A random UMT5 ComfyUI detects as T5-XXL, saved in its fp8-scaled layout; returns its config."""
+    from transformers import UMT5Config, UMT5EncoderModel  # noqa: PLC0415
+
+    from wan_egoexo.tiny.text_encoder import TINY_UMT5_CONFIG, save_umt5_fp8_scaled, train_tiny_spiece  # noqa: PLC0415
+
+    config = dict(TINY_UMT5_CONFIG, **DETECTABLE)
+    torch.manual_seed(0)
+    model = UMT5EncoderModel(UMT5Config(**config)).eval()
+    # T5's own initialisation for the linears and embeddings keeps 24 blocks well conditioned (float32 is
+    # within 1.5e-6 of float64, so 1e-5 separates a real difference from rounding); the layer norms and
+    # relative-position biases, which it sets to 1 and near 0, are made clearly non-trivial.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" in name:
+                param.uniform_(0.5, 1.5)
+            elif "relative_attention_bias" in name:
+                param.normal_(0.0, 1.0)
+    with tempfile.TemporaryDirectory() as work:
+        spiece = train_tiny_spiece(work)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_umt5_fp8_scaled(model, spiece, path, other_dtype=other_dtype)
+    return config
+
+
+@pytest.fixture(scope="module")
+def figures(comfy_path, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("conditioning")
+    comfy_dir = copy_comfyui(comfy_path, root / "ComfyUI")
+    config = write_detectable_umt5(root / "models" / "text_encoders" / TEXT_FILE)
+    xxl = comfy_dir / "comfy" / "text_encoders" / "umt5_config_xxl.json"  # the temporary copy's, never the project's
+    settings = json.loads(xxl.read_text())
+    settings.update({key: config[key] for key in ("d_model", "num_layers", "num_heads", "d_kv", "d_ff", "vocab_size")})
+    xxl.write_text(json.dumps(settings, indent=2))
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "tests/comfyui/conditioning_probe.py"), str(comfy_dir),
+                           str(root / "models"), str(REPO_ROOT), str(root / "cache"), TEXT_FILE],
+                          capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_comfyui_builds_it_as_it_builds_the_released_file(figures):
+    assert figures["comfy_compute_dtypes"] == ["torch.float16"]  # from the file's unquantised tensors
+
+
+@pytest.mark.parametrize("task", ["exo2ego", "ego2exo"])
+@pytest.mark.parametrize("which", ["positive", "negative"])
+def test_text_encode_gives_the_stock_conditioning(figures, task, which):
+    row = figures["tasks"][task][which]
+    assert row["ours_shape"] == row["stock_shape"] == [1, 512, 4096]
+    assert row["entries"] == [1, 1] and row["ours_keys"] == row["stock_keys"] == ["pooled_output"]
+    assert row["stock_pooled_output_is_none"] and row["stock_dtype"] == "torch.float32"
+    assert row["real_tokens"][0] == row["real_tokens"][1] >= 1  # same tokens, padding zeroed on both sides
+    assert row["max_abs_diff"] <= 1e-5 * row["max_abs_stock"], row
+
+
+@pytest.mark.parametrize("task", ["exo2ego", "ego2exo"])
+def test_repeat_runs_come_from_the_prompt_cache(figures, task):
+    row = figures["tasks"][task]
+    assert row["umt5_loads"] == [1, 0]  # loaded on the first run only
+    assert row["positive"]["cached_equal"] and row["negative"]["cached_equal"]
