@@ -1,23 +1,26 @@
-"""The shipped workflows (workflows/*.json) checked without running ComfyUI: UI format 0.4, node
-types known to ComfyUI 0.3.64 (its /object_info dump) or to this pack, links whose types match both
-sockets, widget values valid for their inputs (as the frontend writes them), and a note listing
-the model files."""
+"""The shipped workflows (example_workflows/*.json) checked without running ComfyUI: UI format 0.4,
+node types known to ComfyUI 0.3.64 (its /object_info dump) or to this pack, links whose types match
+both sockets, widget values valid for their inputs (as the frontend writes them), a note listing the
+model files, ``properties.models`` on every node that names a model file (checked against the
+README's table), a thumbnail each, and files identical to what scripts/make_workflows.py writes."""
 
 import importlib.util
 import json
 import os
+import re
 import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
 from wan_egoexo.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 # The checkout has the project's shared/ folder beside it (CI too).
 OBJECT_INFO_CANDIDATES = [os.environ.get("WAN_EGOEXO_OBJECT_INFO"), REPO / "shared/comfyui/object_info-0.3.64.json",
                           REPO.parent / "shared/comfyui/object_info-0.3.64.json"]
@@ -265,3 +268,62 @@ def test_the_task_the_model_files_and_the_note(path, pack_specs, builtin_specs):
     for needed in (f"diffusion_models/{TRANSFORMER.names[0]}", f"vae/{VAE.names[0]}",
                    f"text_encoders/{TEXT_ENCODER.names[0]}", f"loras/{lora.names[0]}", lora.url):
         assert needed in notes[0], f"the note does not mention {needed}"
+
+
+# ---------------------------------------------------------------- files, thumbnails, model downloads
+
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft")
+README_ROW = re.compile(r"^\| `models/(?P<folder>[^`]+)` \| `(?P<name>[^`]+)`[^|]*\| \[[^\]]*\]\((?P<url>[^)]+)\) \|$")
+
+
+def make_workflows_module():
+    spec = importlib.util.spec_from_file_location("make_workflows_under_test", REPO / "scripts/make_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_model_table() -> dict:
+    """{file name: (folder, url)} from the README's model table."""
+    rows = [README_ROW.match(line) for line in (REPO / "README.md").read_text().splitlines()]
+    return {row["name"]: (row["folder"], row["url"]) for row in rows if row}
+
+
+def test_shipped_files_are_what_the_generator_writes():
+    generator = make_workflows_module()
+    assert sorted(generator.WORKFLOWS) == sorted(p.stem for p in WORKFLOWS)
+    for stem, make in generator.WORKFLOWS.items():
+        shipped = (REPO / "example_workflows" / f"{stem}.json").read_text()
+        assert generator.workflow_text(make()) == shipped, f"{stem}.json is stale: run python scripts/make_workflows.py"
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_each_workflow_has_a_thumbnail_drawn_from_it(path):
+    from PIL import Image  # noqa: PLC0415
+
+    thumbnail = path.with_suffix(".jpg")  # ComfyUI's frontend asks for <name>.jpg beside <name>.json
+    assert thumbnail.is_file(), f"{thumbnail.name} is missing"
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == (512, 512)
+        shipped = np.asarray(image.convert("RGB"), dtype=np.float32)
+    generator = make_workflows_module()
+    drawn = generator.render_thumbnail(load(path), f"WorldWander {generator.TITLES[path.stem]}")
+    off = np.abs(np.asarray(drawn, dtype=np.float32) - shipped).max(axis=-1) > 64  # JPEG noise stays below
+    assert off.mean() < 2e-4, f"{thumbnail.name} is stale ({off.mean():.2%} of pixels): run python scripts/make_workflows.py"
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_model_files_carry_download_entries_matching_the_readme(path):
+    table = readme_model_table()
+    assert len(table) >= 5, "the README's model table was not found"
+    named = 0
+    for node in load(path)["nodes"]:
+        files = [v for v in node.get("widgets_values", []) if isinstance(v, str) and v.endswith(MODEL_SUFFIXES)]
+        entries = node.get("properties", {}).get("models", [])
+        assert sorted(e["name"] for e in entries) == sorted(files), f"{node['type']}: models {entries} vs {files}"
+        for entry in entries:
+            assert set(entry) == {"name", "url", "directory"}, entry
+            assert entry["name"] in table, f"{entry['name']} is not in the README's model table"
+            assert (entry["directory"], entry["url"]) == table[entry["name"]], (entry, table[entry["name"]])
+            named += 1
+    assert named >= 4

@@ -30,7 +30,7 @@ from .workflow_api import (
     workflow_to_prompt,
 )
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
+WORKFLOWS_DIR = REPO_ROOT / "example_workflows"
 PACK_NODES = ("WorldWanderModelLoader", "WorldWanderLoraLoader", "WorldWanderVAELoader",
               "WorldWanderTextEncoderLoader", "WorldWanderTextEncode", "WorldWanderConditioningBridge",
               "WorldWanderLoadVideo", "WorldWanderInContext", "WorldWanderSampler", "WorldWanderDecode",
