@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .server import start_server
+from .tiny_native_files import add_native_models
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +35,7 @@ def tiny_models_dir(comfy_path, tmp_path_factory) -> Path:
 
     models_dir = tmp_path_factory.mktemp("models")
     build_tiny_models_folder(models_dir)
+    add_native_models(models_dir)  # what ComfyUI's own loaders accept, for the native workflows
     return models_dir
 
 

@@ -2,7 +2,8 @@
 
 ``start_server`` copies the ComfyUI tree found at COMFYUI_PATH into a scratch folder (leaving out
 its own extra_model_paths.yaml, if any: a vendored copy may point it at folders that stop start-up),
-links this repository in as ``custom_nodes/ComfyUI-WorldWander``, writes a model
+links this repository in as ``custom_nodes/ComfyUI-WorldWander`` (beside a test-only pack that makes
+ComfyUI build its Wan2.2 VAE at the tiny test widths, for the stock VAE Loader), writes a model
 paths yaml that lists a models folder under both the current and the 2024 folder names, and runs
 ``main.py --cpu`` on a free loopback port with the current Python. ``ComfyServer`` talks to it over
 HTTP (and the websocket, for progress) and stops it, process group and all.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 PACK_NAME = "ComfyUI-WorldWander"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 
 # Model folder names as ComfyUI 0.3.x calls them, and as the 2024 releases did.
 MODEL_FOLDER_ALIASES = {
@@ -238,6 +240,28 @@ def copy_comfyui(comfy_path: Path, destination: Path) -> Path:
     return destination
 
 
+TINY_VAE_PACK = "worldwander_test_tiny_vae_widths"
+
+
+def write_tiny_vae_widths_pack(folder: Path) -> Path:
+    """A test-only custom node pack with no nodes: at start-up it makes ComfyUI build its Wan2.2 VAE at
+    the tiny test VAE's widths (comfy/sd.py writes the real 160 / 256 into the constructor call), so
+    the stock VAE Loader of the native workflows loads the tiny wan2.2_vae.safetensors. The same
+    adjustment as the in-process native tests (native_host.py); ComfyUI's files are not changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").write_text(
+        '"""Test only: ComfyUI builds the Wan2.2 VAE at the tiny test widths (tests/comfyui/server.py)."""\n'
+        "import importlib.util, sys\n"
+        f"sys.path.append({str(REPO_ROOT)!r})\n"
+        "from wan_egoexo.tiny.vae import tiny_vae_config\n"
+        f"_spec = importlib.util.spec_from_file_location('worldwander_native_host', {str(HERE / 'native_host.py')!r})\n"
+        "_host = importlib.util.module_from_spec(_spec)\n"
+        "_spec.loader.exec_module(_host)\n"
+        "_host._tiny_wan22_vae_widths(tiny_vae_config())\n"
+        "NODE_CLASS_MAPPINGS = {}\n")
+    return folder
+
+
 def start_server(comfy_path, work_dir, models_dir, pack_dir=REPO_ROOT, startup_timeout: float = 600.0,
                  extra_args=()) -> ComfyServer:
     """Start ComfyUI from a copy of ``comfy_path`` under ``work_dir`` and wait for /object_info.
@@ -251,6 +275,7 @@ def start_server(comfy_path, work_dir, models_dir, pack_dir=REPO_ROOT, startup_t
     for folder in (custom_nodes, input_dir, output_dir, temp_dir):
         folder.mkdir(parents=True, exist_ok=True)
     (custom_nodes / PACK_NAME).symlink_to(Path(pack_dir).resolve(), target_is_directory=True)
+    write_tiny_vae_widths_pack(custom_nodes / TINY_VAE_PACK)
     yaml_path = write_model_paths_yaml(work_dir / "model_paths.yaml", models_dir, custom_nodes)
 
     port = free_port()

@@ -3,10 +3,10 @@
 prompt cache without loading UMT5.
 
 Stock ComfyUI builds UMT5 from a fixed XXL config (comfy/text_encoders/umt5_config_xxl.json) and
-recognises the file by a 24th block of width 4096. So the UMT5 here keeps 24 blocks of width 4096
-but has 4 heads of 8, a feed-forward of 32 and a 300-word vocabulary (23 M parameters), and only
-the temporary ComfyUI copy's config is changed to match. The file has the released file's layout:
-fp8 linear weights with per-tensor scales, the other tensors in fp16, the tokenizer inside.
+recognises the file by a 24th block of width 4096. So the UMT5 here (tiny_native_files.py) keeps 24
+blocks of width 4096 but is tiny otherwise, and only the temporary ComfyUI copy's config is changed
+to match. The file has the released file's layout: fp8 linear weights with per-tensor scales, the
+other tensors in fp16, the tokenizer inside.
 """
 
 from __future__ import annotations
@@ -15,40 +15,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
-import torch
 
 from .server import REPO_ROOT, copy_comfyui
+from .tiny_native_files import NATIVE_TEXT_ENCODER, write_detectable_umt5
 
-TEXT_FILE = "umt5_detectable_tiny_fp8_scaled.safetensors"
-DETECTABLE = dict(d_model=4096, num_layers=24, num_heads=4, d_kv=8, d_ff=32)  # ComfyUI's detection: block 23, width 4096
-
-
-def write_detectable_umt5(path, other_dtype=torch.float16) -> dict:
-    """A random UMT5 ComfyUI detects as T5-XXL, saved in its fp8-scaled layout; returns its config."""
-    from transformers import UMT5Config, UMT5EncoderModel  # noqa: PLC0415
-
-    from wan_egoexo.tiny.text_encoder import TINY_UMT5_CONFIG, save_umt5_fp8_scaled, train_tiny_spiece  # noqa: PLC0415
-
-    config = dict(TINY_UMT5_CONFIG, **DETECTABLE)
-    torch.manual_seed(0)
-    model = UMT5EncoderModel(UMT5Config(**config)).eval()
-    # T5's own initialisation for the linears and embeddings keeps 24 blocks well conditioned (float32 is
-    # within 1.5e-6 of float64, so 1e-5 separates a real difference from rounding); the layer norms and
-    # relative-position biases, which it sets to 1 and near 0, are made clearly non-trivial.
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "layer_norm" in name:
-                param.uniform_(0.5, 1.5)
-            elif "relative_attention_bias" in name:
-                param.normal_(0.0, 1.0)
-    with tempfile.TemporaryDirectory() as work:
-        spiece = train_tiny_spiece(work)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_umt5_fp8_scaled(model, spiece, path, other_dtype=other_dtype)
-    return config
+TEXT_FILE = NATIVE_TEXT_ENCODER
 
 
 @pytest.fixture(scope="module")
