@@ -36,6 +36,16 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 FILE_MARKER = "__listed_file__"
 INPUT_VIDEO = "worldwander_input.mp4"
+# Built-in loader inputs that list model files (empty or placeholder lists in the /object_info dump).
+BUILTIN_FILE_INPUTS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
+                       ("LoraLoaderModelOnly", "lora_name")}
+# (node type, widget) naming each model file, on the WW_* path and on the native path.
+FILE_WIDGETS = {
+    "transformer": (("WorldWanderModelLoader", "model_name"), ("UNETLoader", "unet_name")),
+    "vae": (("WorldWanderVAELoader", "vae_name"), ("VAELoader", "vae_name")),
+    "text_encoder": (("WorldWanderTextEncoderLoader", "text_encoder_name"),),
+    "lora": (("WorldWanderLoraLoader", "lora_name"), ("WorldWanderLoraNative", "lora_name")),
+}
 
 
 def first_existing(candidates) -> Path | None:
@@ -217,7 +227,7 @@ def check_value(node_type, kind, spec, value):
         assert isinstance(value, str), where
     elif spec.kind == "BOOLEAN":
         assert isinstance(value, bool), where
-    elif spec.lists_files:
+    elif spec.lists_files or (node_type, spec.name) in BUILTIN_FILE_INPUTS:
         assert isinstance(value, str) and value, where
     else:
         assert value in spec.options, f"{where} is not one of {spec.options}"
@@ -253,21 +263,38 @@ def test_the_task_the_model_files_and_the_note(path, pack_specs, builtin_specs):
         index = next(i for i, (kind, spec) in enumerate(slots) if kind == "value" and spec.name == name)
         return node["widgets_values"][index]
 
-    assert value("WorldWanderModelLoader", "model_name") == TRANSFORMER.names[0]
-    assert value("WorldWanderVAELoader", "vae_name") == VAE.names[0]
-    assert value("WorldWanderTextEncoderLoader", "text_encoder_name") == TEXT_ENCODER.names[0]
-    assert value("WorldWanderLoraLoader", "lora_name") == lora.names[0]
-    assert value("WorldWanderTextEncode", "task") == value("WorldWanderInContext", "task") == task.name
+    def file_value(role):
+        (found,) = [value(kind, name) for kind, name in FILE_WIDGETS[role] if kind in by_type]
+        return found
+
+    native = path.stem.endswith("_native")
+    in_context_type = "WorldWanderInContextNative" if native else "WorldWanderInContext"
+    assert file_value("transformer") == TRANSFORMER.names[0]
+    assert file_value("vae") == VAE.names[0]
+    assert file_value("text_encoder") == TEXT_ENCODER.names[0]
+    assert file_value("lora") == lora.names[0]
+    assert value("WorldWanderTextEncode", "task") == value(in_context_type, "task") == task.name
     assert value("WorldWanderLoadVideo", "video") == INPUT_VIDEO
-    in_context = by_type["WorldWanderInContext"][0]
+    in_context = by_type[in_context_type][0]
     reference = next(s for s in in_context["inputs"] if s["name"] == "reference")
     assert (reference["link"] is not None) == task.uses_reference
 
     notes = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] in FRONTEND_ONLY]
     assert len(notes) == 1
-    for needed in (f"diffusion_models/{TRANSFORMER.names[0]}", f"vae/{VAE.names[0]}",
-                   f"text_encoders/{TEXT_ENCODER.names[0]}", f"loras/{lora.names[0]}", lora.url):
-        assert needed in notes[0], f"the note does not mention {needed}"
+    needed = [f"diffusion_models/{TRANSFORMER.names[0]}", f"vae/{VAE.names[0]}",
+              f"text_encoders/{TEXT_ENCODER.names[0]}", f"loras/{lora.names[0]}", lora.url]
+    if native:  # the stock text path, as the alternative to WorldWander Text Encode
+        needed += ["CLIPLoader", "type 'wan'", "CLIP Text Encode", task.prompt, "GGUF"]
+    for text in needed:
+        assert text in notes[0], f"the note does not mention {text}"
+
+
+def test_the_native_workflows_use_stock_nodes_around_the_packs_native_ones():
+    for task_name in ("exo2ego", "ego2exo"):
+        types_ = {node["type"] for node in load(REPO / "example_workflows" / f"{task_name}_native.json")["nodes"]}
+        assert {"UNETLoader", "VAELoader", "CFGGuider", "SamplerCustomAdvanced", "VAEDecode"} <= types_
+        assert not types_ & {"WorldWanderModelLoader", "WorldWanderVAELoader", "WorldWanderSampler",
+                             "WorldWanderDecode", "WorldWanderInContext"}, types_
 
 
 # ---------------------------------------------------------------- files, thumbnails, model downloads

@@ -4,6 +4,8 @@ The server tests need COMFYUI_PATH (see conftest.py); the conversion tests at th
 
 Each shipped workflow is used as saved, except for:
   * the input video (and, for ego2exo, the reference image) file names, pointing at generated files;
+  * in the native workflows, the transformer and text encoder files: ComfyUI's WanModel reads text
+    4096 wide, so these point at tiny models of that width (tiny_native_files.py);
   * the size and step widgets: the shipped 1280x704 (auto), 50-step settings mean ~46,000 tokens per
     forward and 100 forwards, which takes close to an hour on two CPU cores even with the tiny
     models; 64x64 and 2 steps keep a run to seconds. Frames (49), fps, fit, cfg, shift, solver,
@@ -20,6 +22,7 @@ import re
 import pytest
 
 from .server import PACK_NAME, REPO_ROOT, PromptRejected
+from .tiny_native_files import NATIVE_TEXT_ENCODER, NATIVE_TRANSFORMER
 from .workflow_api import (
     WorkflowError,
     find_node,
@@ -34,13 +37,15 @@ WORKFLOWS_DIR = REPO_ROOT / "example_workflows"
 PACK_NODES = ("WorldWanderModelLoader", "WorldWanderLoraLoader", "WorldWanderVAELoader",
               "WorldWanderTextEncoderLoader", "WorldWanderTextEncode", "WorldWanderConditioningBridge",
               "WorldWanderLoadVideo", "WorldWanderInContext", "WorldWanderSampler", "WorldWanderDecode",
-              "WorldWanderSaveVideo")
+              "WorldWanderSaveVideo", "WorldWanderInContextNative", "WorldWanderLoraNative", "WorldWanderKeepTarget",
+              "WorldWanderRestoreClip", "WorldWanderSolver", "WorldWanderSigmas", "WorldWanderNoise")
 TEST_SIZE = 64  # width and height used instead of the shipped auto size (see the module docstring)
 TEST_STEPS = 2
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 56, 96, 64, 8.0  # longer than 49 frames at 8 fps
 VIDEO_NAME, REFERENCE_NAME = "worldwander_input.mp4", "worldwander_reference.png"
 # the long-clip workflow translates the whole 56-frame clip (15 latent frames) in two sliding windows
-SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json"]
+SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json", "exo2ego_native.json", "ego2exo_native.json"]
+STEP_NODES = ("WorldWanderSampler", "WorldWanderSigmas")  # where a workflow sets its number of steps
 
 
 def load_workflow(name: str) -> dict:
@@ -77,12 +82,17 @@ def prepared_workflow(name: str, object_info: dict, steps: int = TEST_STEPS, see
     set_widget(workflow, loader["id"], "video", VIDEO_NAME, object_info)
     set_widget(workflow, loader["id"], "width", TEST_SIZE, object_info)
     set_widget(workflow, loader["id"], "height", TEST_SIZE, object_info)
-    sampler = only_node(workflow, "WorldWanderSampler")
-    set_widget(workflow, sampler["id"], "steps", steps, object_info)
+    (stepper,) = [node for kind in STEP_NODES for node in nodes_of_type(workflow, kind)]
+    set_widget(workflow, stepper["id"], "steps", steps, object_info)
     if seed is not None:
+        sampler = only_node(workflow, "WorldWanderSampler")
         set_widget(workflow, sampler["id"], "seed", seed, object_info)
     for image_loader in nodes_of_type(workflow, "LoadImage"):
         set_widget(workflow, image_loader["id"], "image", REFERENCE_NAME, object_info)
+    for unet_loader in nodes_of_type(workflow, "UNETLoader"):  # the native workflows (see the module docstring)
+        set_widget(workflow, unet_loader["id"], "unet_name", NATIVE_TRANSFORMER, object_info)
+        text_loader = only_node(workflow, "WorldWanderTextEncoderLoader")
+        set_widget(workflow, text_loader["id"], "text_encoder_name", NATIVE_TEXT_ENCODER, object_info)
     return workflow
 
 
@@ -99,8 +109,9 @@ def expected_output(workflow: dict, prompt: dict, clip_path, object_info: dict):
                          start_frame=loader["start_frame"], mode=loader["fit"])
     clip = read_video(clip_path)
     _, info = fit_video(clip.frames, clip.fps, options)
-    decode_id = str(only_node(workflow, "WorldWanderDecode")["id"])
-    if isinstance(prompt[decode_id]["inputs"].get("fit"), list):
+    restores = nodes_of_type(workflow, "WorldWanderDecode") + nodes_of_type(workflow, "WorldWanderRestoreClip")
+    assert len(restores) == 1, "expected one node that maps the frames back (Decode or Restore Clip Size)"
+    if isinstance(prompt[str(restores[0]["id"])]["inputs"].get("fit"), list):
         return info.real_frames, info.crop_box[3], info.crop_box[2], info.output_fps
     return info.num_frames, info.height, info.width, info.output_fps
 
@@ -335,11 +346,13 @@ def test_shipped_workflow_nodes_and_note(name):
     workflow = load_workflow(name)
     assert workflow.get("version") == 0.4
     allowed = set(PACK_NODES) | {"LoadImage", "Note", "Reroute", "PrimitiveNode"}
+    if name.endswith("_native.json"):  # ComfyUI's own nodes, all present in 0.3.64
+        allowed |= {"UNETLoader", "VAELoader", "CFGGuider", "SamplerCustomAdvanced", "VAEDecode"}
     types = {node["type"] for node in workflow["nodes"]}
     assert types <= allowed, f"{name} uses {sorted(types - allowed)}"
     note = " ".join(str(value) for node in nodes_of_type(workflow, "Note") for value in node["widgets_values"])
     loaders = {"WorldWanderModelLoader", "WorldWanderLoraLoader", "WorldWanderVAELoader",
-               "WorldWanderTextEncoderLoader"}
+               "WorldWanderTextEncoderLoader", "UNETLoader", "VAELoader", "WorldWanderLoraNative"}
     # Each loader's first widget is its file name (the LoRA loader's model input is a socket).
     files = [node["widgets_values"][0] for node in workflow["nodes"] if node["type"] in loaders]
     assert len(files) == 4 and all(file in note for file in files), f"the note does not name all of {files}"
