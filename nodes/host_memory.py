@@ -9,7 +9,8 @@ pack's own block offloading covers the small-GPU case; ComfyUI's partial loading
 path's. A ModelPatcher cannot wrap a diffusers model directly (diffusers' ``device`` is a
 read-only property that ModelPatcher assigns), so it wraps a tiny stand-in whose ``to()`` moves
 the real module. The stand-in refers to the module weakly and the module holds its patcher, so
-no reference cycle keeps weights alive once ComfyUI's output cache drops the module.
+no reference cycle keeps weights alive once ComfyUI's output cache drops the module. Written for
+ComfyUI 0.3.x's model management (load_models_gpu's ``force_full_load``, ModelPatcher.loaded_size).
 """
 
 from __future__ import annotations
