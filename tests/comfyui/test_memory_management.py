@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -30,7 +29,10 @@ def probe(comfy_path, tiny_models_dir, tmp_path_factory) -> dict:
                            str(tiny_models_dir), str(REPO_ROOT)], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert done.returncode == 0, done.stderr[-4000:]
-    return {step["step"]: step for step in json.loads(done.stdout.strip().splitlines()[-1])}
+    steps = json.loads(done.stdout.strip().splitlines()[-1])
+    for step in steps:  # shown with pytest -s
+        print(f"\n{step['step']}: loaded {step['loaded']}, moves {step['moves'] + step['vae_moves']}", end="")
+    return {step["step"]: step for step in steps}
 
 
 def test_loaders_park_the_models_and_hand_them_to_comfyui(probe):
@@ -88,6 +90,10 @@ def test_unload_models_on_the_server_makes_the_next_run_load_again(comfy_server,
     assert f"Requested to load {OURS}" not in again  # still loaded from the run before
     status, _ = comfy_server.request("POST", "/free", {"unload_models": True})
     assert status == 200
-    time.sleep(2.0)  # the prompt worker handles the flag between prompts
+    # The prompt worker handles the flag between prompts: after this tiny prompt ends it has surely done
+    # so (right away if it was idle, else right after this prompt and before taking the next one).
+    tiny = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    assert_success(comfy_server.run_prompt(tiny, timeout=120), comfy_server)
     after = run(13)
     assert f"Requested to load {OURS}" in after and f"Requested to load {VAE}" in after, after[-3000:]

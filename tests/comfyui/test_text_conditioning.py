@@ -37,7 +37,13 @@ def figures(comfy_path, tmp_path_factory) -> dict:
                            str(root / "models"), str(REPO_ROOT), str(root / "cache"), TEXT_FILE],
                           capture_output=True, text=True, timeout=900, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for task, rows in figures["tasks"].items():  # shown with pytest -s
+        for which in ("positive", "negative"):
+            row = rows[which]
+            print(f"\n{task} {which}: max |ours - stock| {row['max_abs_diff']:.3g} of max |stock| "
+                  f"{row['max_abs_stock']:.3g} (relative {row['max_abs_diff'] / row['max_abs_stock']:.2g})", end="")
+    return figures
 
 
 def test_comfyui_builds_it_as_it_builds_the_released_file(figures):
