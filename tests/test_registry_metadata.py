@@ -7,10 +7,14 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (the test extra installs tomli there)
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 COMFYUI_CANDIDATES = [os.environ.get("COMFYUI_PATH"), REPO / "shared/comfyui/ComfyUI-0.3.64",
