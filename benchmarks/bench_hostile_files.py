@@ -1,0 +1,149 @@
+"""Benchmark: what each hostile model file of issue 11 costs the reader (peak resident memory above
+the process's size after its imports, wall time) and what the reader says about it.
+
+Each case runs in its own Python process started in ``--code-root`` (default: this checkout), so
+the same files can be measured against an older checkout for a before/after table:
+
+    python -m benchmarks.bench_hostile_files                              # this checkout
+    python -m benchmarks.bench_hostile_files --code-root /path/to/old/checkout --json before.json
+
+The child's address space is capped at its size after imports plus ``--cap-gib`` (default 4), so a
+reader that asks for more fails with MemoryError (reported as such) instead of taking the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import hostile_files as hostile
+
+NAME = "bench_hostile_files"
+REPO = Path(__file__).resolve().parents[1]
+
+READERS = {
+    "lora": ("wan_egoexo.lora.layouts", "read_lora_file"),
+    "transformer": ("wan_egoexo.transformer_loader", "load_transformer"),
+}
+
+# (name, reader, builder); the builder writes the file into the folder it is given.
+CASES = [
+    ("ckpt: stride-0 tensor, 2 GiB view of 4 bytes", "lora", lambda d: hostile.stride0_ckpt(d / "s0.ckpt", 2)),
+    ("ckpt: stride-0 tensor, 16 GiB view of 4 bytes", "lora", lambda d: hostile.stride0_ckpt(d / "s16.ckpt", 16)),
+    ("ckpt: 1,000,000 GLOBAL opcodes (deflated)", "lora", lambda d: hostile.global_flood_ckpt(d / "g.ckpt")),
+    ("ckpt: 1,000,000 distinct GLOBAL names", "lora",
+     lambda d: hostile.global_flood_ckpt(d / "gd.ckpt", distinct=True)),
+    ("ckpt: memo slot 2**28 (LONG_BINPUT)", "lora", lambda d: hostile.memo_index_ckpt(d / "m.ckpt")),
+    ("ckpt: zip member claims 3 GiB", "lora", lambda d: hostile.huge_member_ckpt(d / "z.ckpt", 3)),
+    ("ckpt: encrypted pickle member", "lora", lambda d: hostile.encrypted_member_ckpt(d / "e.ckpt")),
+    ("ckpt: PPMd pickle member", "lora", lambda d: hostile.ppmd_member_ckpt(d / "p.ckpt")),
+    ("ckpt: uint4 (sub-byte) tensor", "lora", lambda d: hostile.subbyte_dtype_ckpt(d / "u4.ckpt")),
+    ("safetensors: unknown dtype Q4_K", "lora", lambda d: hostile.unknown_dtype_safetensors(d / "q.safetensors")),
+    ("safetensors: overlapping offsets", "lora",
+     lambda d: hostile.overlapping_offsets_safetensors(d / "o.safetensors")),
+    ("safetensors: reversed offsets", "lora", lambda d: hostile.reversed_offsets_safetensors(d / "r.safetensors")),
+    ("safetensors: 4 TB shape over 16 bytes", "lora",
+     lambda d: hostile.shape_offset_mismatch_safetensors(d / "x.safetensors")),
+    ("safetensors: 100 MiB header", "lora", lambda d: hostile.huge_header_safetensors(d / "h.safetensors")),
+    ("transformer: one tensor of the wrong shape", "transformer", lambda d: _wrong_shape_transformer(d)),
+]
+FAST_CASES = ("ckpt: stride-0 tensor, 2 GiB view of 4 bytes", "safetensors: overlapping offsets")
+
+_CHILD = r"""
+import importlib, json, resource, sys, time, traceback
+module, function, path, cap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+reader = getattr(importlib.import_module(module), function)
+from wan_egoexo.errors import WanEgoExoError
+def vm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1])
+resource.setrlimit(resource.RLIMIT_AS, ((vm_kib() << 10) + cap, resource.RLIM_INFINITY))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+result = {}
+try:
+    out = reader(path, device="cpu") if function == "load_transformer" else reader(path)
+    result["outcome"] = "loaded"
+except BaseException as exc:
+    named = isinstance(exc, WanEgoExoError)
+    result["outcome"] = type(exc).__name__ + ("" if named else " (raw)")
+    result["message"] = str(exc)
+    result["traceback_lines"] = len(traceback.format_exc().splitlines())
+result["seconds"] = time.perf_counter() - start
+result["peak_growth_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _wrong_shape_transformer(folder: Path) -> Path:
+    from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file  # noqa: PLC0415
+
+    good = folder / "good_transformer.safetensors"
+    save_transformer_single_file(build_tiny_transformer(0), good, prefix="model.diffusion_model.")
+    return hostile.wrong_shape_transformer(good, folder / "wan2.2_ti2v_5B_fp16.safetensors")
+
+
+def measure(case_name: str, reader: str, path: Path, code_root: Path, cap_gib: float, timeout: float) -> dict:
+    module, function = READERS[reader]
+    command = [sys.executable, "-c", _CHILD, module, function, str(path), str(int(cap_gib * (1 << 30)))]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=code_root, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"case": case_name, "outcome": f"still running after {timeout:.0f} s (killed)", "seconds": timeout}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        return {"case": case_name, "outcome": f"process died (exit {done.returncode})",
+                "seconds": time.perf_counter() - start, "message": done.stderr[-400:]}
+    return {"case": case_name, "file_bytes": path.stat().st_size, **json.loads(lines[-1][len("RESULT "):])}
+
+
+def run(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--code-root", type=Path, default=REPO, help="checkout whose wan_egoexo is measured")
+    parser.add_argument("--cap-gib", type=float, default=4.0, help="address-space cap above the size after imports")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds before a case is killed")
+    parser.add_argument("--only", action="append", default=None, help="run only cases containing this text")
+    parser.add_argument("--fast", action="store_true", help="CI mode: two cases")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    cases = [c for c in CASES if (not args.fast or c[0] in FAST_CASES)
+             and (not args.only or any(text in c[0] for text in args.only))]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hostile_") as work:
+        for name, reader, build in cases:
+            path = build(Path(work))
+            results.append(measure(name, reader, path, args.code_root.resolve(), args.cap_gib, args.timeout))
+            row = results[-1]
+            print(f"{name:<48} {row.get('file_bytes', 0):>11,} B  {row.get('peak_growth_mib', float('nan')):>9.1f} MiB"
+                  f"  {row['seconds']:>7.2f} s  {row['outcome']}: {row.get('message', '')[:160]}", flush=True)
+    record = {
+        "command": "python -m benchmarks.bench_hostile_files " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "results": results,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def main(argv=None) -> int:
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

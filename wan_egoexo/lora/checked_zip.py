@@ -1,0 +1,128 @@
+"""A zip archive from an untrusted file, read so that its cost follows the file: the number of
+entries is read from the end record before ``zipfile`` parses the directory, and every record is
+checked against the archive (not encrypted, stored or deflated, a declared size its compressed bytes
+can really hold) before a byte of it is read. Every refusal is a ModelFileError naming the file.
+
+Why: ``zipfile`` trusts the directory. A 669-byte file whose directory claims a 3 GiB record made
+the checkpoint reader allocate 3 GiB before failing; encrypted and PPMd records ended in a raw
+RuntimeError / NotImplementedError.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+from ..errors import ModelFileError
+
+# Deflate's best case codes a 258-byte match in about 2 bits, so no deflate stream expands by more
+# than 1032:1 (zlib's documented limit): a record that claims more than that is lying.
+DEFLATE_MAX_RATIO = 1032
+_LOCAL_HEADER_BYTES = 30
+_END_RECORD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_END_RECORD = b"PK\x06\x06"
+_END_SEARCH_BYTES = 22 + 0xFFFF  # the end record plus the longest archive comment
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, struct.error, UnicodeDecodeError,
+               NotImplementedError, OverflowError, RuntimeError)
+_METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 98: "PPMd", 9: "deflate64", 93: "zstd"}
+
+
+def _declared_entries(path: Path, size: int) -> int | None:
+    """The entry count the end-of-central-directory record declares (zip64 aware); None if absent."""
+    with open(path, "rb") as handle:
+        start = max(0, size - _END_SEARCH_BYTES)
+        handle.seek(start)
+        tail = handle.read()
+        at = tail.rfind(_END_RECORD)
+        if at < 0 or at + 22 > len(tail):
+            return None
+        entries = struct.unpack_from("<H", tail, at + 10)[0]
+        if entries != 0xFFFF or at < 20 or tail[at - 20: at - 16] != _ZIP64_LOCATOR:
+            return entries
+        (record_at,) = struct.unpack_from("<Q", tail, at - 12)
+        if record_at + 56 > size:
+            return None
+        handle.seek(record_at)
+        record = handle.read(56)
+        if record[:4] != _ZIP64_END_RECORD:
+            return None
+        return struct.unpack_from("<Q", record, 32)[0]
+
+
+class CheckedZip:
+    """An open zip archive whose records are checked before they are read."""
+
+    def __init__(self, path, expected: str, max_entries: int = 100_000):
+        self.path, self.expected = Path(path), expected
+        self.size = self.path.stat().st_size
+        entries = _declared_entries(self.path, self.size)
+        if entries is not None and entries > max_entries:
+            raise ModelFileError(self.path, f"is a zip archive of {entries:,} records; at most {max_entries:,} are "
+                                 "read (a checkpoint has one per tensor storage).", expected)
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except _ZIP_ERRORS as exc:
+            raise ModelFileError(self.path, f"is truncated or corrupted: its zip directory cannot be read ({exc}); "
+                                 "an incomplete download?", "the complete file") from None
+        if len(self.zip.infolist()) > max_entries:
+            self.zip.close()
+            raise ModelFileError(self.path, f"is a zip archive of more than {max_entries:,} records.", expected)
+
+    def names(self) -> list[str]:
+        return self.zip.namelist()
+
+    def checked_info(self, name: str, max_bytes: int | None = None) -> zipfile.ZipInfo | None:
+        """The record ``name`` after every check that needs no read; None when there is no such record."""
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            return None
+        if info.flag_bits & 0x1:
+            raise ModelFileError(self.path, f"record {name} is encrypted.", "an unencrypted checkpoint (torch.save "
+                                 "writes none)")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+            raise ModelFileError(self.path, f"record {name} is compressed with {method}.",
+                                 "records stored or deflated (torch.save stores them)")
+        room = self.size - info.header_offset - _LOCAL_HEADER_BYTES - len(info.orig_filename.encode("utf-8", "replace"))
+        if info.compress_size > room:
+            raise ModelFileError(self.path, f"record {name} claims {info.compress_size:,} bytes, but only {max(room, 0):,} "
+                                 "follow it in the file (a lying or truncated zip directory).", "the complete file")
+        possible = info.compress_size if info.compress_type == zipfile.ZIP_STORED else \
+            max(info.compress_size, 1) * DEFLATE_MAX_RATIO
+        if info.file_size > possible:
+            raise ModelFileError(self.path, f"record {name} claims {info.file_size:,} bytes from {info.compress_size:,} "
+                                 f"{'stored' if info.compress_type == zipfile.ZIP_STORED else 'deflated'} bytes, "
+                                 f"more than they can hold (at most {possible:,}).", "an intact zip directory")
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise ModelFileError(self.path, f"record {name} is {info.file_size:,} bytes; at most {max_bytes:,} are read.",
+                                 self.expected)
+        return info
+
+    def read(self, name: str, max_bytes: int, expected_bytes: int | None = None) -> bytes | None:
+        """The bytes of record ``name`` (None when absent), at most ``max_bytes`` and, when given,
+        exactly ``expected_bytes``; the buffer is never larger than the checked size."""
+        info = self.checked_info(name, max_bytes)
+        if info is None:
+            return None
+        if expected_bytes is not None and info.file_size != expected_bytes:
+            raise ModelFileError(self.path, f"record {name} holds {info.file_size:,} bytes, but its tensor storage "
+                                 f"needs {expected_bytes:,}.", "an intact checkpoint")
+        buffer = bytearray(info.file_size)
+        try:
+            with self.zip.open(info) as handle:
+                got = handle.readinto(buffer)
+                extra = handle.read(1)
+        except _ZIP_ERRORS as exc:
+            raise ModelFileError(self.path, f"is truncated or corrupted: record {name} cannot be read ({exc}).",
+                                 "the complete file") from None
+        if got != info.file_size or extra:
+            raise ModelFileError(self.path, f"is truncated or corrupted: record {name} does not hold the "
+                                 f"{info.file_size:,} bytes its directory entry says.", "the complete file")
+        return buffer
+
+    def close(self) -> None:
+        self.zip.close()
