@@ -1,13 +1,17 @@
 """Reading model files safely: safetensors headers (checked before any tensor is read),
 tensor loading, and locating a component inside a Diffusers-format folder.
 
-The header is parsed here rather than through ``safetensors.safe_open`` so that a wrong,
-truncated or non-safetensors file is reported with its path and the exact fault before any
-weight is touched; tensors themselves are read with the safetensors library.
+The header is parsed and checked here rather than by ``safetensors.safe_open`` so that a wrong,
+truncated, hostile or non-safetensors file is reported with its path, the rule it breaks and what
+was expected, before any weight is touched, and so that the reader's cost is bounded: the header's
+size and its number of entries are limited, every dtype must be one this project reads, and the
+tensors' byte ranges must tile the data exactly (safetensors' own rule). Tensors themselves are
+read with the safetensors library; its errors are turned into ModelFileError as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -15,11 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .errors import ModelFileError
 
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
+# The largest header read. Real ones are far smaller (the 5B transformer's: ~100 KB for 825 tensors);
+# a LoRA's free-form metadata (kohya training tags) can reach a few MiB. safetensors refuses > 100 MB.
+MAX_HEADER_BYTES = 32 << 20
+MAX_TENSORS = 200_000
+# The dtype codes of the safetensors format that the library's torch bindings read, and their
+# bytes per element. F4 / F6_* / E8M0 (sub-byte or scale formats) are refused by name.
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz, "C64": torch.complex64,
+}
 
 
 @dataclass(frozen=True)
@@ -28,59 +44,130 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
+class _TooManyObjects(Exception):
+    pass
+
+
+def _parse_header_json(raw: bytes):
+    count = 0
+
+    def counted(pairs):  # json calls this for every object: stop before a huge header is built
+        nonlocal count
+        count += 1
+        if count > MAX_TENSORS + 2:
+            raise _TooManyObjects
+        return dict(pairs)
+
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=counted)
+
+
+def _checked_entry(path, key: str, entry, wanted: str) -> tuple[TensorInfo, int, int]:
+    """(info, begin, end) of one header entry, or ModelFileError saying what is wrong with it."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise ModelFileError(path, f"has a malformed header entry for {key!r} (it needs dtype, shape and "
+                             "data_offsets).", wanted)
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise ModelFileError(path, f"tensor {key!r} has dtype {str(dtype)[:40]!r}, which this loader does not read.",
+                             f"one of {', '.join(SAFETENSORS_DTYPES)} ({wanted})")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
+        raise ModelFileError(path, f"tensor {key!r} has shape {str(shape)[:80]}.",
+                             "a list of at most 64 non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+            or not 0 <= offsets[0] <= offsets[1]:
+        raise ModelFileError(path, f"tensor {key!r} has data_offsets {str(offsets)[:80]}.",
+                             "[begin, end] with 0 <= begin <= end")
+    numel = 1
+    for dim in shape:
+        numel *= dim
+    nbytes = numel * SAFETENSORS_DTYPES[dtype].itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise ModelFileError(path, f"tensor {key!r} of shape {tuple(shape)} and dtype {dtype} needs {nbytes:,} bytes, "
+                             f"but its data_offsets {offsets} span {offsets[1] - offsets[0]:,}.",
+                             "data_offsets that match the shape and dtype")
+    return TensorInfo(dtype, tuple(shape)), offsets[0], offsets[1]
+
+
 def read_safetensors_header(path: str | os.PathLike, expected: str | None = None) -> dict[str, TensorInfo]:
     """Parse and validate a safetensors header without reading any tensor data.
 
-    Raises ModelFileError naming the file when it is missing, not a safetensors file, or
-    shorter than its header says (a truncated download); ``expected`` says what file was wanted.
+    Raises ModelFileError naming the file, the rule and what was expected when it is missing, not
+    a safetensors file, shorter than its header says (a truncated download), or breaks a rule:
+    header over MAX_HEADER_BYTES or MAX_TENSORS entries, a dtype outside SAFETENSORS_DTYPES,
+    byte ranges that overlap, leave gaps or disagree with the shape; ``expected`` says what
+    file was wanted.
     """
     path = Path(path)
     wanted = expected or "a .safetensors file"
     if not path.is_file():
-        raise ModelFileError(path, "no such file.", expected)
+        raise ModelFileError(path, "no such file." if not path.exists() else "is not a regular file.", expected)
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
             raise ModelFileError(path, f"is {size} bytes long, too short to be a safetensors file.", wanted)
         (header_len,) = struct.unpack("<Q", head)
-        if header_len == 0 or header_len > min(_MAX_HEADER_BYTES, size - 8):
+        if header_len == 0 or header_len > size - 8:
             raise ModelFileError(path, "is not a safetensors file (its first 8 bytes are not a valid header length).",
                                  wanted)
+        if header_len > MAX_HEADER_BYTES:
+            raise ModelFileError(path, f"has a {header_len:,}-byte header; at most {MAX_HEADER_BYTES:,} bytes are read.",
+                                 f"{wanted} (real model headers are well under 1 MiB)")
         raw = handle.read(header_len)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _parse_header_json(raw)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError):
+    except _TooManyObjects:
+        raise ModelFileError(path, f"describes more than {MAX_TENSORS:,} tensors.", wanted) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ModelFileError(path, "is not a safetensors file (its header is not JSON).", wanted) from None
-    header.pop("__metadata__", None)
-    data_len = size - 8 - header_len
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and (not isinstance(metadata, dict)
+                                 or not all(isinstance(v, str) for v in metadata.values())):
+        raise ModelFileError(path, "has a __metadata__ entry that is not a map of strings.", wanted)
     infos: dict[str, TensorInfo] = {}
-    end = 0
+    ranges = []
     for key, entry in header.items():
-        try:
-            start, stop = entry["data_offsets"]
-            infos[key] = TensorInfo(entry["dtype"], tuple(int(d) for d in entry["shape"]))
-        except (KeyError, TypeError, ValueError):
-            raise ModelFileError(path, f"has a malformed header entry for {key!r}.", wanted) from None
-        end = max(end, int(stop))
-    if end > data_len:
-        raise ModelFileError(path, f"is truncated: its header describes {end} bytes of tensor data but only "
+        infos[key], begin, end = _checked_entry(path, key, entry, wanted)
+        ranges.append((begin, end, key))
+    data_len = size - 8 - header_len
+    position = 0
+    for begin, end, key in sorted(ranges):
+        if begin != position:
+            problem = "overlaps the tensor before it" if begin < position else f"leaves a gap at byte {position:,}"
+            raise ModelFileError(path, f"tensor {key!r} (bytes {begin:,}..{end:,}) {problem}.",
+                                 "tensors whose byte ranges tile the data exactly")
+        position = end
+    if position > data_len:
+        raise ModelFileError(path, f"is truncated: its header describes {position} bytes of tensor data but only "
                              f"{data_len} are present (an incomplete download?).", f"the complete file: {wanted}")
+    if position < data_len:
+        raise ModelFileError(path, f"has {data_len - position:,} bytes after its last tensor.",
+                             "tensors whose byte ranges tile the data exactly")
     return infos
+
+
+@contextlib.contextmanager
+def open_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """safetensors' safe_open, with its errors (and I/O errors) raised as ModelFileError naming the file."""
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            yield handle
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(path, f"cannot be read as safetensors ({exc}).", "an intact .safetensors file") from None
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The free-form ``__metadata__`` strings of a safetensors file (empty when absent)."""
-    with safe_open(str(path), framework="pt") as handle:
+    with open_safetensors(path) as handle:
         return dict(handle.metadata() or {})
 
 
 def load_safetensors(path: str | os.PathLike, keys=None, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Load tensors (all, or only ``keys``) from a safetensors file already checked by read_safetensors_header."""
     out = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as handle:
+    with open_safetensors(path, device) as handle:
         for key in (handle.keys() if keys is None else keys):
             out[key] = handle.get_tensor(key)
     return out

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from transformers import UMT5Config, UMT5EncoderModel
 
-from .checkpoint_files import (TensorInfo, find_diffusers_component, load_from_files, read_folder_headers,
-                               read_safetensors_header)
+from .checkpoint_files import (TensorInfo, find_diffusers_component, load_from_files, open_safetensors,
+                               read_folder_headers, read_safetensors_header)
 from .devices import resolve_device, resolve_dtype
 from .errors import ModelFileError
 from .umt5_tokenizer import (SPIECE_TENSOR, UMT5Tokenizer, is_tokenizer_folder, load_tokenizer,
@@ -33,6 +32,7 @@ SCALE_WEIGHT_SUFFIX = ".scale_weight"
 SCALE_INPUT_SUFFIX = ".scale_input"
 TIED_EMBEDDING = "encoder.embed_tokens.weight"  # UMT5EncoderModel ties it to shared.weight
 _FIRST_Q = "encoder.block.0.layer.0.SelfAttention.q.weight"
+MAX_LAYERS = 128  # bounds the (meta) model a header can make us build before its weights are checked
 _BIAS = "encoder.block.{}.layer.0.SelfAttention.relative_attention_bias.weight"
 _SAFETENSORS_DTYPES = {
     "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -160,6 +160,8 @@ def infer_umt5_config(path, header: dict[str, TensorInfo], folder_config: dict |
     if bias is None or len(bias.shape) != 2:
         raise ModelFileError(path, f"has no 2-D relative-attention bias {_BIAS.format(0)!r}.", EXPECTED_FILE)
     num_buckets, num_heads = bias.shape
+    if len(header[_FIRST_Q].shape) != 2:
+        raise ModelFileError(path, f"has a {len(header[_FIRST_Q].shape)}-D {_FIRST_Q!r}.", "a 2-D attention weight")
     inner_dim = header[_FIRST_Q].shape[0]
     if num_heads == 0 or inner_dim % num_heads:
         raise ModelFileError(path, f"has attention width {inner_dim}, not a multiple of its {num_heads} heads.",
@@ -170,6 +172,9 @@ def infer_umt5_config(path, header: dict[str, TensorInfo], folder_config: dict |
                              EXPECTED_FILE)
     blocks = {int(m.group(1)) for key in header if (m := re.match(r"encoder\.block\.(\d+)\.", key))}
     num_layers = max(blocks) + 1
+    if num_layers > MAX_LAYERS:
+        raise ModelFileError(path, f"names encoder block {num_layers - 1}.", f"at most {MAX_LAYERS} encoder blocks "
+                             "(UMT5-XXL has 24)")
     if blocks != set(range(num_layers)):
         missing = sorted(set(range(num_layers)) - blocks)
         raise ModelFileError(path, f"is missing encoder blocks {missing[:8]} (incomplete or mixed file).",
@@ -177,12 +182,18 @@ def infer_umt5_config(path, header: dict[str, TensorInfo], folder_config: dict |
     feed_forward = folder_config.get("feed_forward_proj", "gated-gelu")
     if feed_forward != "gated-gelu":
         raise ModelFileError(path, f"has config.json feed_forward_proj {feed_forward!r}.", "'gated-gelu' (UMT5)")
+    max_distance, epsilon = folder_config.get("relative_attention_max_distance", 128), \
+        folder_config.get("layer_norm_epsilon", 1e-6)
+    if type(max_distance) is not int or not 0 < max_distance <= 1 << 20 \
+            or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+        raise ModelFileError(path, f"has config.json relative_attention_max_distance {str(max_distance)[:20]} and "
+                             f"layer_norm_epsilon {str(epsilon)[:20]}.", "a positive integer and a small positive number")
     return UMT5Config(
         vocab_size=vocab_size, d_model=d_model, d_kv=inner_dim // num_heads, d_ff=ff.shape[0],
         num_layers=num_layers, num_decoder_layers=0, num_heads=num_heads,
         relative_attention_num_buckets=num_buckets,
-        relative_attention_max_distance=int(folder_config.get("relative_attention_max_distance", 128)),
-        layer_norm_epsilon=float(folder_config.get("layer_norm_epsilon", 1e-6)),
+        relative_attention_max_distance=max_distance,
+        layer_norm_epsilon=float(epsilon),
         feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
     )
 
@@ -251,7 +262,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 def _load_weights(plan: dict[str, _TensorPlan], where: dict[str, Path], dtype, device) -> dict[str, torch.Tensor]:
     """Read, dequantise (weight.float() * scale_weight) and cast each tensor, one at a time.
 
-    safetensors' safe_open is used directly rather than checkpoint_files.load_safetensors so that
+    The file is opened directly rather than through checkpoint_files.load_safetensors so that
     only one source tensor is alive at a time (the fp8 file plus the cast model would otherwise
     sit in memory together)."""
     scale_keys = [p.scale_key for p in plan.values() if p.scale_key is not None]
@@ -261,7 +272,7 @@ def _load_weights(plan: dict[str, _TensorPlan], where: dict[str, Path], dtype, d
         by_file.setdefault(where[item.file_key], []).append(key)
     state = {}
     for file, keys in by_file.items():
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
+        with open_safetensors(file) as handle:
             for key in keys:
                 item = plan[key]
                 raw = handle.get_tensor(item.file_key).to(device)

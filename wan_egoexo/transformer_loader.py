@@ -19,6 +19,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
 from .checkpoint_files import (
+    TensorInfo,
     find_diffusers_component,
     load_from_files,
     read_folder_headers,
@@ -31,15 +32,24 @@ from .errors import InputError, ModelFileError
 EXPECTED = "the Wan2.2-TI2V-5B transformer (e.g. diffusion_models/wan2.2_ti2v_5B_fp16.safetensors)"
 LATENT_CHANNELS = 48  # Wan2.2 VAE latents; Wan2.1 and Wan2.2-14B use 16
 HEAD_DIM = 128  # every released Wan transformer uses 128-dim heads; not recoverable from shapes
+MAX_LAYERS = 128  # the 5B has 30 blocks, the 14B 40; more means a hostile or foreign file
+# Ceilings for a Diffusers config.json's integers: the model is built (on "meta", but its rotary
+# tables are real) before the weights are checked, so a hostile config must not size it.
+_CONFIG_CEILINGS = {"num_layers": MAX_LAYERS, "num_attention_heads": 256, "attention_head_dim": 512,
+                    "in_channels": 1024, "out_channels": 1024, "text_dim": 1 << 15, "freq_dim": 1 << 13,
+                    "ffn_dim": 1 << 17, "rope_max_seq_len": 1 << 16, "image_dim": 1 << 15, "pos_embed_seq_len": 1 << 16}
 ATTENTION_BACKENDS = ("sdpa", "flash", "flash_hub", "_flash_3", "sage", "native")
 
 
 def infer_transformer_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
     """WanTransformer3DModel kwargs from the original-layout tensor shapes; raises for other models."""
 
-    def need(key):
+    def need(key, ndim=2):
         if key not in shapes:
             raise ModelFileError(path, f"has no tensor {key!r}, so it is not a Wan transformer.", EXPECTED)
+        if len(shapes[key]) != ndim or not all(shapes[key]):
+            raise ModelFileError(path, f"has tensor {key!r} of shape {tuple(shapes[key])}.",
+                                 f"a {ndim}-D tensor with no empty dimension ({EXPECTED})")
         return shapes[key]
 
     if any(k.startswith(("vace_", "motion_encoder", "face_adapter")) for k in shapes):
@@ -47,9 +57,7 @@ def infer_transformer_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
     if any(k.startswith("img_emb.") for k in shapes):
         raise ModelFileError(path, "is a Wan image-to-video transformer with a CLIP image branch (Wan2.1 I2V).",
                              EXPECTED)
-    patch = need("patch_embedding.weight")
-    if len(patch) != 5:
-        raise ModelFileError(path, f"has a patch embedding of shape {patch}, not a 3D convolution.", EXPECTED)
+    patch = need("patch_embedding.weight", 5)
     inner, in_channels = patch[0], patch[1]
     if in_channels != LATENT_CHANNELS:
         raise ModelFileError(
@@ -62,8 +70,9 @@ def infer_transformer_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
     head = need("head.head.weight")
     out_channels = head[0] // (patch_size[0] * patch_size[1] * patch_size[2])
     num_layers = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
-    if num_layers == 0 or inner % HEAD_DIM:
-        raise ModelFileError(path, f"has {num_layers} blocks of width {inner}.", EXPECTED)
+    if not 0 < num_layers <= MAX_LAYERS or inner % HEAD_DIM:
+        raise ModelFileError(path, f"has {num_layers} blocks of width {inner}.",
+                             f"{EXPECTED}: 1 to {MAX_LAYERS} blocks of a width that is a multiple of {HEAD_DIM}")
     return dict(
         patch_size=patch_size,
         num_attention_heads=inner // HEAD_DIM,
@@ -79,6 +88,30 @@ def infer_transformer_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
         eps=1e-6,
         rope_max_seq_len=1024,
     )
+
+
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+def _check_tensors(path, model_shapes: dict[str, tuple[int, ...]], infos: dict[str, TensorInfo],
+                   file_names: dict[str, str]) -> None:
+    """Every weight's shape against the model its config builds, and its dtype, before any is read
+    (diffusers' load_state_dict would otherwise fail mid-way with a traceback naming no file)."""
+    wrong = [f"{file_names[k]} {infos[file_names[k]].shape} (the model needs {shape})"
+             for k, shape in sorted(model_shapes.items()) if tuple(infos[file_names[k]].shape) != tuple(shape)]
+    if wrong:
+        raise ModelFileError(path, f"has {len(wrong)} tensors of the wrong shape for the transformer its other tensors "
+                             f"describe: {'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''}.",
+                             f"{EXPECTED}, complete and unmodified")
+    odd = sorted(f"{name} ({infos[name].dtype})" for name in file_names.values() if infos[name].dtype not in _FLOAT_DTYPES)
+    if odd:
+        raise ModelFileError(path, f"holds {len(odd)} weights that are not floating point: {', '.join(odd[:3])}.",
+                             f"weights in one of {', '.join(_FLOAT_DTYPES)}")
+
+
+def _model_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    with init_empty_weights():
+        return {k: tuple(v.shape) for k, v in WanTransformer3DModel(**config).state_dict().items()}
 
 
 def _keep_in_fp32(name: str) -> bool:
@@ -101,8 +134,8 @@ def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
     shapes = {name: header[full].shape for name, full in names.items()}
     config = infer_transformer_config(path, shapes)
     renamed = convert_wan_transformer_to_diffusers(dict(names))  # diffusers name -> name in the file
-    with init_empty_weights():
-        expected = set(WanTransformer3DModel(**config).state_dict())
+    model_shapes = _model_shapes(config)
+    expected = set(model_shapes)
     missing, unexpected = expected - set(renamed), set(renamed) - expected
     if missing or unexpected:
         detail = []
@@ -111,6 +144,7 @@ def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
         if unexpected:
             detail.append(f"{len(unexpected)} unknown tensors (e.g. {sorted(renamed[k] for k in unexpected)[:3]})")
         raise ModelFileError(path, "does not match the Wan transformer layout: " + "; ".join(detail) + ".", EXPECTED)
+    _check_tensors(path, model_shapes, header, renamed)
     tensors = load_from_files({k: path for k in header}, list(renamed.values()))
     return _build(config, {k: tensors[v] for k, v in renamed.items()}, device, dtype)
 
@@ -120,6 +154,8 @@ def _load_diffusers_folder(folder: Path, device, dtype) -> WanTransformer3DModel
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ModelFileError(folder / "config.json", f"cannot be read ({exc}).") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(folder / "config.json", "is not a JSON object.", "a WanTransformer3DModel config.json")
     if config.get("_class_name") not in (None, "WanTransformer3DModel"):
         raise ModelFileError(folder, f"holds a {config.get('_class_name')}, not a WanTransformer3DModel.", EXPECTED)
     if config.get("in_channels") != LATENT_CHANNELS or config.get("image_dim"):
@@ -127,11 +163,21 @@ def _load_diffusers_folder(folder: Path, device, dtype) -> WanTransformer3DModel
                              f"{' with an image branch' if config.get('image_dim') else ''}.", EXPECTED)
     infos, where = read_folder_headers(folder)
     kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
-    with init_empty_weights():
-        expected = set(WanTransformer3DModel(**kwargs).state_dict())
+    for key, ceiling in _CONFIG_CEILINGS.items():
+        value = kwargs.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= ceiling):
+            raise ModelFileError(folder / "config.json", f"sets {key} to {str(value)[:40]}.",
+                                 f"an integer from 0 to {ceiling} ({EXPECTED})")
+    try:
+        model_shapes = _model_shapes(kwargs)
+    except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:
+        raise ModelFileError(folder / "config.json", f"does not describe a WanTransformer3DModel ({exc}).",
+                             EXPECTED) from None
+    expected = set(model_shapes)
     if expected != set(infos):
         raise ModelFileError(folder, f"weights do not match its config.json ({len(expected - set(infos))} missing, "
                              f"{len(set(infos) - expected)} unknown).", EXPECTED)
+    _check_tensors(folder, model_shapes, infos, {k: k for k in expected})
     return _build(kwargs, load_from_files(where, sorted(expected)), device, dtype)
 
 

@@ -45,6 +45,7 @@ WAN22_LATENTS_STD = [
 # Some tools save the VAE with the prefix it has inside a full checkpoint.
 _VAE_PREFIXES = ("first_stage_model.", "vae.")
 _EXPECTED_FILE = "the Wan2.2 VAE (wan2.2_vae.safetensors)"
+_MAX_LEVELS = 8  # bounds the (meta) model a file's header can make us build before its weights are checked
 
 
 def infer_vae_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
@@ -56,13 +57,17 @@ def infer_vae_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
     def shape_of(key: str) -> tuple[int, ...]:
         if key not in shapes:
             raise ModelFileError(path, f"lacks the tensor {key!r} (as named in diffusers' layout).", _EXPECTED_FILE)
+        if len(shapes[key]) < 2 or not all(shapes[key]):
+            raise ModelFileError(path, f"has tensor {key!r} of shape {tuple(shapes[key])}.",
+                                 f"a convolution weight with no empty dimension ({_EXPECTED_FILE})")
         return shapes[key]
 
     base_dim, in_channels = shape_of("encoder.conv_in.weight")[:2]
     z_dim = shape_of("quant_conv.weight")[0] // 2
     levels = sorted({int(m.group(1)) for k in shapes if (m := re.match(r"encoder\.down_blocks\.(\d+)\.", k))})
-    if not levels or levels != list(range(len(levels))):
-        raise ModelFileError(path, f"has encoder levels {levels}; expected consecutive levels from 0.", _EXPECTED_FILE)
+    if not levels or levels != list(range(len(levels))) or len(levels) > _MAX_LEVELS:
+        raise ModelFileError(path, f"has encoder levels {levels[:10]}; expected consecutive levels from 0, at most "
+                             f"{_MAX_LEVELS} (Wan2.2 has 4).", _EXPECTED_FILE)
     dim_mult = []
     for level in levels:
         width = shape_of(f"encoder.down_blocks.{level}.resnets.0.conv1.weight")[0]
@@ -71,7 +76,10 @@ def infer_vae_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
                                  f"width {base_dim}.", _EXPECTED_FILE)
         dim_mult.append(width // base_dim)
     num_res_blocks = 1 + max(int(m.group(1)) for k in shapes
-                             if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k)))
+                             if (m := re.match(r"encoder\.down_blocks\.0\.resnets\.(\d+)\.", k)))  # level 0's resnets.0 was found above
+    if num_res_blocks > _MAX_LEVELS:
+        raise ModelFileError(path, f"has {num_res_blocks} residual blocks per level; at most {_MAX_LEVELS} are read "
+                             "(Wan2.2 has 2).", _EXPECTED_FILE)
     temperal_downsample = [f"encoder.down_blocks.{level}.downsampler.time_conv.weight" in shapes
                            for level in levels[:-1]]
     out_channels, last_width = shape_of("decoder.conv_out.weight")[:2]
