@@ -22,5 +22,9 @@ class InputError(WanEgoExoError, ValueError):
     """A user-supplied argument (tensor shape, option, video) is invalid."""
 
 
+class NonFiniteError(WanEgoExoError, ArithmeticError):
+    """A run produced NaN or Inf values (latents, decoded video); the message names where and the likely cause."""
+
+
 class Cancelled(WanEgoExoError):
     """Sampling was stopped by the caller's progress callback."""

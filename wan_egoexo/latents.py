@@ -14,6 +14,7 @@ import operator
 import torch
 
 from .errors import InputError
+from .finite_checks import check_decoded_video, require_finite
 
 TEMPORAL_COMPRESSION = 4
 SPATIAL_COMPRESSION = 16
@@ -125,7 +126,10 @@ def decode_latents(vae, latents_normalized: torch.Tensor) -> torch.Tensor:
     """Video [B, 3, F, H, W] float32 in [-1, 1] (clamped) from normalised latents [B, C, f, h, w],
     on the VAE's device (F = 4(f-1)+1, H = 16h, W = 16w)."""
     _check_latents("latents_normalized", latents_normalized, vae)
+    require_finite(latents_normalized, "the latents to decode", "they came from a sampler run or LATENT input that "
+                   "overflowed or was damaged")
     device, dtype = _vae_device_dtype(vae)
     z = denormalize_latents(latents_normalized.to(device=device, dtype=torch.float32), vae)
     video = vae.decode(z.to(dtype)).sample
+    check_decoded_video(video)
     return video.float().clamp(-1.0, 1.0)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .finite_checks import check_lora_strength
 from .devices import resolve_device, resolve_dtype
 from .latents import decode_latents, encode_video
 from .memory.auto import MemoryPlan
@@ -162,6 +163,8 @@ def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "",
     from .lora import apply_lora  # noqa: PLC0415  (peft is imported only when a LoRA is used)
 
     task = get_task(task)
+    if files.lora is not None:
+        check_lora_strength(lora_strength)  # before anything loads
     seconds = {}
     start = time.perf_counter()
     cond, uncond = _split_embeds(_encode_text(files, task_prompts(task, prompt, negative_prompt, cfg), plan,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
+from .finite_checks import CFG_RANGE, SEED_RANGE, SHIFT_RANGE, STEPS_RANGE, LatentWatch, finite_number, whole_number
 from .in_context import predict_flow
 from .memory.offload import execution_device
 from .solvers import SOLVERS, first_step, make_scheduler
@@ -30,18 +31,14 @@ class SamplingSettings:
     denoise: float = 1.0
 
     def validate(self) -> "SamplingSettings":
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
-            raise InputError(f"steps: expected an integer from 1 to 1000, got {self.steps!r}.")
-        if not self.cfg >= 0:
-            raise InputError(f"cfg: expected a guidance scale >= 0 (1 = no guidance), got {self.cfg!r}.")
-        if not self.shift > 0:
-            raise InputError(f"shift: expected a flow shift > 0, got {self.shift!r}.")
+        """Every number finite and inside its range (finite_checks states them); raises InputError."""
+        whole_number("steps", self.steps, *STEPS_RANGE)
+        finite_number("cfg", self.cfg, *CFG_RANGE, hint=" (1 = no guidance)")
+        finite_number("shift", self.shift, *SHIFT_RANGE, low_open=True, hint=" (the flow shift; 5 for Wan2.2)")
         if self.solver not in SOLVERS:
             raise InputError(f"solver: {self.solver!r} is not supported; expected one of {SOLVERS}.")
-        if not 0 < self.denoise <= 1:
-            raise InputError(f"denoise: expected a strength in (0, 1], got {self.denoise!r}.")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
-            raise InputError(f"seed: expected an integer from 0 to 2**64-1, got {self.seed!r}.")
+        finite_number("denoise", self.denoise, 0.0, 1.0, low_open=True)
+        whole_number("seed", self.seed, *SEED_RANGE)
         return self
 
 
@@ -125,6 +122,8 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
     else:
         latents = noise
 
+    LatentWatch.check_inputs(cond, uncond, source, reference, init_latents if settings.denoise < 1.0 else None)
+    watch = LatentWatch(transformer, settings, len(timesteps), device)
     for i, t in enumerate(timesteps):
         t_model = t.to(device=device, dtype=torch.float32)
 
@@ -135,6 +134,8 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
         sigma = float(scheduler.sigmas[start + i])
         denoised = latents - sigma * flow
         latents = scheduler.step(flow, t, latents, return_dict=False)[0]
+        watch.after_step(i + 1, latents)
         if callback is not None:
             callback(StepInfo(i + 1, len(timesteps), float(t), latents, denoised))
+    watch.finish()
     return latents

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import math
 import os
 import re
 import warnings
@@ -23,6 +22,7 @@ from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import InputError, ModelFileError
+from ..finite_checks import check_lora_strength
 from .layouts import EXPECTED_LORA, LoraModule, LoraWeights, read_lora_file
 
 # Strength of each adapter added here, kept on the transformer (removed with the last adapter).
@@ -50,16 +50,6 @@ def _record_strength(transformer, name: str, strength: float) -> None:
 
 def _adapter_names(transformer) -> list[str]:
     return [name for name, config in getattr(transformer, "peft_config", {}).items() if isinstance(config, LoraConfig)]
-
-
-def _check_strength(strength) -> float:
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise InputError(f"strength: {strength!r} is not a finite number; expected e.g. 1.0 (0 turns the LoRA off).")
-    return value
 
 
 def _unique_name(transformer, source: str, name: str | None) -> str:
@@ -178,7 +168,7 @@ def _warn_not_loaded(weights: LoraWeights, unmatched_keys: list[str]) -> None:
 
 def apply_lora_weights(transformer, weights: LoraWeights, strength: float = 1.0, name: str | None = None) -> str:
     """Add already-read LoRA weights as a new unfused adapter; see apply_lora."""
-    strength = _check_strength(strength)
+    strength = check_lora_strength(strength)
     name = _unique_name(transformer, weights.source, name)
     matched, unmatched_keys = _match_modules(transformer, weights)
     if not matched:
@@ -232,7 +222,7 @@ def _require_applied(transformer, names) -> list[str]:
 
 def set_lora_strength(transformer, name: str, strength: float) -> None:
     """Change the strength of the applied LoRA ``name`` (0 switches it off without removing it)."""
-    strength = _check_strength(strength)
+    strength = check_lora_strength(strength)
     _require_applied(transformer, [name])
     _record_strength(transformer, name, strength)
     _activate(transformer)

@@ -12,6 +12,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
+from ..finite_checks import check_lora_strength
 from .adapters import active_loras, apply_lora, remove_loras, set_lora_strength
 
 
@@ -35,9 +36,9 @@ def activate_loras(transformer, loras) -> list[str]:
     for path, strength in loras:
         name = adapter_name_for(path)
         if name in wanted:
-            wanted[name][1] += float(strength)
+            wanted[name][1] += check_lora_strength(strength)
         else:
-            wanted[name] = [path, float(strength)]
+            wanted[name] = [path, check_lora_strength(strength)]
     current = active_loras(transformer)
     stale = [name for name in current if name not in wanted]
     if stale:
