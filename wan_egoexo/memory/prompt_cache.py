@@ -6,8 +6,12 @@ prompt, the padded length and the encoder's compute dtype. The fingerprint is co
 moved or copied encoder still hits and a different encoder never does: for each weight file, its
 safetensors header, its size and three 1 MiB samples of its tensor data (start, middle, end), plus
 the small files (config, tokenizer) of a Diffusers folder. Entries are written atomically
-(wan_egoexo.atomic_files), so an interrupted run never leaves a partial entry under a real name;
-an unreadable entry is treated as a miss and rewritten.
+(wan_egoexo.atomic_files), so an interrupted run never leaves a partial entry under a real name.
+
+Each entry carries a SHA-256 of its tensor bytes in its metadata, checked on every read: any damage
+(NaN, random bytes, one flipped bit, a truncated file), a width other than the encoder's, an old
+entry without a checksum, or something other than a regular file in its place (a directory, a
+symlink) is a miss, so the prompt is encoded again and the entry rewritten atomically.
 
 Only the prompt's real-token rows are stored; the zero padding up to ``max_length`` is rebuilt.
 """
@@ -18,20 +22,24 @@ import gc
 import hashlib
 import json
 import os
+import shutil
+import stat
 import struct
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..atomic_files import atomic_path
-from ..checkpoint_files import diffusers_weight_files, find_diffusers_component, read_safetensors_header
+from ..atomic_files import aside_path, atomic_path
+from ..checkpoint_files import (diffusers_weight_files, find_diffusers_component, open_safetensors,
+                                read_safetensors_header)
 from ..devices import resolve_device, resolve_dtype
-from ..errors import InputError, ModelFileError
+from ..errors import InputError, ModelFileError, NonFiniteError
 
 CACHE_ENV = "WAN_EGOEXO_CACHE"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "1"  # part of every entry's name (the key)
+ENTRY_VERSION = "2"  # inside each entry: "2" entries carry the checksum of their tensor bytes
+_HEADER_ROOM = 1 << 20  # an entry's header: dtype, shape, offsets and its metadata (the prompt text)
 _SAMPLE_BYTES = 1 << 20
 _SMALL_FILE_BYTES = 4 << 20
 
@@ -86,35 +94,86 @@ def prompt_cache_key(fingerprint: str, prompt: str, max_length: int = 512, dtype
     return hashlib.sha256(record.encode()).hexdigest()
 
 
+def text_encoder_width(path) -> int | None:
+    """The embedding width (d_model) of a text encoder file or Diffusers folder, read from its header;
+    None when the header does not say."""
+    path = Path(os.fspath(path)).expanduser()
+    files = [path]
+    if path.is_dir():
+        component = find_diffusers_component(path, "text_encoder")
+        files = diffusers_weight_files(component) if component is not None else []
+    for file in files:
+        header = read_safetensors_header(file)
+        for key in ("shared.weight", "encoder.embed_tokens.weight"):
+            if key in header and len(header[key].shape) == 2:
+                return int(header[key].shape[1])
+    return None
+
+
+def _checksum(rows: torch.Tensor) -> str:
+    return hashlib.sha256(rows.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()).hexdigest()
+
+
+def _clear_wrong_kind(path: Path) -> None:
+    """Remove what is not a regular file at an entry's place (a directory, a symlink, a fifo)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        aside = aside_path(path)
+        os.replace(path, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    elif not stat.S_ISREG(mode):
+        path.unlink()
+
+
 def save_cached_embedding(path, embedding: torch.Tensor, prompt: str) -> Path:
-    """Write one prompt's embedding [max_length, D] (only its non-zero rows) atomically."""
+    """Write one prompt's embedding [max_length, D] (only its non-zero rows) atomically, with the
+    SHA-256 of its bytes; replaces whatever is at ``path``. Refuses a non-finite embedding."""
     if embedding.ndim != 2:
         raise InputError(f"embedding: expected [max_length, D], got {tuple(embedding.shape)}.")
+    if not bool(torch.isfinite(embedding).all()):
+        raise NonFiniteError(f"the text encoder produced NaN/Inf for the prompt {prompt[:60]!r}: its weights are "
+                             "damaged (download the text encoder again).")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nonzero = embedding.abs().amax(dim=1).nonzero()
     real = int(nonzero.max()) + 1 if len(nonzero) else 0
-    tensors = {"embedding": embedding[:real].detach().to("cpu", torch.float32).contiguous()}
-    metadata = {"prompt": prompt, "max_length": str(embedding.shape[0]), "version": FORMAT_VERSION}
+    rows = embedding[:real].detach().to("cpu", torch.float32).contiguous()
+    metadata = {"prompt": prompt, "max_length": str(embedding.shape[0]), "version": ENTRY_VERSION,
+                "sha256": _checksum(rows)}
+    _clear_wrong_kind(path)
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
+        save_file({"embedding": rows}, str(temporary), metadata=metadata)
     return path
 
 
 def load_cached_embedding(path, prompt: str, max_length: int, width: int | None = None) -> torch.Tensor | None:
-    """The cached embedding [max_length, D] float32, or None when absent, unreadable or not for this prompt."""
+    """The cached embedding [max_length, D] float32, or None (a miss) when the entry is absent, not a
+    regular file, unreadable, damaged (checksum), not finite, not for this prompt or of another width."""
     path = Path(path)
-    if not path.is_file():
-        return None
     try:
-        read_safetensors_header(path)
-        with safe_open(str(path), framework="pt") as handle:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if width is not None and info.st_size > 8 + _HEADER_ROOM + len(prompt.encode()) * 6 + max_length * width * 4:
+        return None  # far larger than any entry for this encoder: never read it
+    try:
+        header = read_safetensors_header(path)
+        if set(header) != {"embedding"} or header["embedding"].dtype != "F32":
+            return None
+        with open_safetensors(path) as handle:
             metadata = handle.metadata() or {}
             rows = handle.get_tensor("embedding")
-    except Exception:  # a damaged entry is only a miss; it is rewritten
+    except ModelFileError:  # a damaged entry is only a miss; it is rewritten
         return None
-    if metadata.get("prompt") != prompt or metadata.get("max_length") != str(max_length) or rows.ndim != 2 \
-            or rows.shape[0] > max_length or (width is not None and rows.shape[1] != width):
+    if metadata.get("version") != ENTRY_VERSION or metadata.get("prompt") != prompt \
+            or metadata.get("max_length") != str(max_length) or rows.ndim != 2 or rows.shape[0] > max_length \
+            or (width is not None and rows.shape[1] != width) or metadata.get("sha256") != _checksum(rows) \
+            or not bool(torch.isfinite(rows).all()):
         return None
     return torch.nn.functional.pad(rows, (0, 0, 0, max_length - rows.shape[0]))
 
@@ -149,9 +208,12 @@ def encode_prompts_cached(text_encoder_path, prompts: list[str], cache_dir=None,
     encode = encode or encode_prompts
     compute_dtype = resolve_dtype(dtype, resolve_device(device))
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_prompt_cache_dir()
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"prompt cache: {cache_dir} is not a folder; expected a folder for the cache (or none yet).")
     fingerprint = text_encoder_fingerprint(text_encoder_path)
+    width = text_encoder_width(text_encoder_path)
     paths = [cache_dir / f"{prompt_cache_key(fingerprint, p, max_length, compute_dtype)}.safetensors" for p in prompts]
-    found = [load_cached_embedding(path, p, max_length) for path, p in zip(paths, prompts)]
+    found = [load_cached_embedding(path, p, max_length, width) for path, p in zip(paths, prompts)]
     missing = sorted({p for p, hit in zip(prompts, found) if hit is None})
     if missing:
         text_encoder = load(text_encoder_path, device=device, dtype=dtype)
