@@ -55,7 +55,8 @@ CASES = [
     ("safetensors: 4 TB shape over 16 bytes", "lora",
      lambda d: hostile.shape_offset_mismatch_safetensors(d / "x.safetensors")),
     ("safetensors: 100 MiB header", "lora", lambda d: hostile.huge_header_safetensors(d / "h.safetensors")),
-    ("transformer: one tensor of the wrong shape", "transformer", lambda d: _wrong_shape_transformer(d)),
+    ("ckpt: deflated record claims 1 GiB", "lora", lambda d: hostile.deflate_bomb_ckpt(d / "b.ckpt")),
+    ("transformer: one tensor of the wrong shape", "transformer", hostile.wrong_shape_transformer_file),
 ]
 FAST_CASES = ("ckpt: stride-0 tensor, 2 GiB view of 4 bytes", "safetensors: overlapping offsets")
 
@@ -84,14 +85,6 @@ result["seconds"] = time.perf_counter() - start
 result["peak_growth_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
 print("RESULT " + json.dumps(result))
 """
-
-
-def _wrong_shape_transformer(folder: Path) -> Path:
-    from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file  # noqa: PLC0415
-
-    good = folder / "good_transformer.safetensors"
-    save_transformer_single_file(build_tiny_transformer(0), good, prefix="model.diffusion_model.")
-    return hostile.wrong_shape_transformer(good, folder / "wan2.2_ti2v_5B_fp16.safetensors")
 
 
 def measure(case_name: str, reader: str, path: Path, code_root: Path, cap_gib: float, timeout: float) -> dict:

@@ -83,8 +83,9 @@ def lora_pair(a_record: TensorRecord, records: dict[str, bytes]) -> tuple[dict, 
 
 
 def patch_zip_member(path, member: str, *, flags: int | None = None, method: int | None = None,
-                     size: int | None = None) -> None:
-    """Edit one member's general-purpose flags, compression method or declared sizes, in its local
+                     size: int | None = None, file_size: int | None = None) -> None:
+    """Edit one member's general-purpose flags, compression method or declared sizes (``size``: both
+    the compressed and uncompressed sizes; ``file_size``: the uncompressed size only), in its local
     header and in the central directory, leaving its bytes as they are."""
     data = bytearray(Path(path).read_bytes())
     name = member.encode()
@@ -92,24 +93,26 @@ def patch_zip_member(path, member: str, *, flags: int | None = None, method: int
     while (position := data.find(b"PK\x03\x04", position)) >= 0:  # local headers: flags 6, method 8, sizes 18/22
         name_length = struct.unpack_from("<H", data, position + 26)[0]
         if data[position + 30: position + 30 + name_length] == name:
-            _patch(data, position + 6, position + 8, position + 18, flags, method, size)
+            _patch(data, position + 6, position + 8, position + 18, flags, method, size, file_size)
         position += 4
     position = 0
     while (position := data.find(b"PK\x01\x02", position)) >= 0:  # central directory: flags 8, method 10, sizes 20/24
         name_length = struct.unpack_from("<H", data, position + 28)[0]
         if data[position + 46: position + 46 + name_length] == name:
-            _patch(data, position + 8, position + 10, position + 20, flags, method, size)
+            _patch(data, position + 8, position + 10, position + 20, flags, method, size, file_size)
         position += 4
     Path(path).write_bytes(bytes(data))
 
 
-def _patch(data: bytearray, flags_at: int, method_at: int, sizes_at: int, flags, method, size) -> None:
+def _patch(data: bytearray, flags_at: int, method_at: int, sizes_at: int, flags, method, size, file_size) -> None:
     if flags is not None:
         struct.pack_into("<H", data, flags_at, flags)
     if method is not None:
         struct.pack_into("<H", data, method_at, method)
     if size is not None:
         struct.pack_into("<II", data, sizes_at, size, size)
+    if file_size is not None:
+        struct.pack_into("<I", data, sizes_at + 4, file_size)
 
 
 # ------------------------------------------------------------------ .ckpt files from the issue
@@ -144,6 +147,21 @@ def huge_member_ckpt(path, gib: int = 3) -> Path:
     path = lora_checkpoint(*lora_pair(TensorRecord(storage, (2, declared // 2), (declared // 2, 1)), {"0": b"\0" * 16}),
                            path)
     patch_zip_member(path, "archive/data/0", size=declared)
+    return path
+
+
+def deflate_bomb_ckpt(path, gib: int = 1) -> Path:
+    """A tensor record deflated to a few bytes whose directory claims ``gib`` GiB uncompressed (more
+    than deflate can produce from them)."""
+    declared = gib << 30
+    storage = StorageRecord("0", "ByteStorage", declared)
+    lora, records = lora_pair(TensorRecord(storage, (2, declared // 2), (declared // 2, 1)), {"0": b"\0" * 4096})
+    path = Path(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle_checkpoint({"state_dict": {"lora": lora}}))
+        for key, data in records.items():
+            archive.writestr(f"archive/data/{key}", data, compress_type=zipfile.ZIP_DEFLATED)
+    patch_zip_member(path, "archive/data/0", file_size=declared)
     return path
 
 
@@ -214,7 +232,16 @@ def huge_header_safetensors(path, mib: int = 100) -> Path:
     return write_safetensors_raw(path, {}, b"\0" * 4, header_bytes=text + b" " * ((mib << 20) - len(text)))
 
 
-def wrong_shape_transformer(source, path, key_suffix: str = "blocks.0.ffn.0.weight") -> Path:
+def wrong_shape_transformer_file(folder) -> Path:
+    """The tiny transformer (real single-file layout) with ``blocks.1.self_attn.q.weight`` one row too tall."""
+    from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file  # noqa: PLC0415
+
+    good = Path(folder) / "good_transformer.safetensors"
+    save_transformer_single_file(build_tiny_transformer(0), good, prefix="model.diffusion_model.")
+    return wrong_shape_transformer(good, Path(folder) / "wan2.2_ti2v_5B_fp16.safetensors")
+
+
+def wrong_shape_transformer(source, path, key_suffix: str = "blocks.1.self_attn.q.weight") -> Path:
     """A copy of a single-file transformer with one tensor one row taller than its model needs."""
     from safetensors.torch import load_file, save_file  # noqa: PLC0415
 

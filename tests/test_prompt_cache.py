@@ -86,3 +86,85 @@ def test_prompt_cache_errors(tmp_path):
     with pytest.raises(InputError, match="prompts"):
         encode_prompts_cached(tmp_path / "missing.safetensors", [], tmp_path)
 
+
+
+def _entry(tmp_path, width=32, name="entry.safetensors"):
+    embedding = torch.zeros(512, width)
+    embedding[:4] = torch.randn(4, width, generator=torch.Generator().manual_seed(1))
+    return save_cached_embedding(tmp_path / name, embedding, "a prompt"), embedding
+
+
+def _damage(data: bytes, kind: str) -> bytes:
+    import math
+    import struct
+
+    (length,) = struct.unpack("<Q", data[:8])
+    out = bytearray(data)
+    if kind == "nan":  # the header intact, one value NaN
+        out[8 + length + 20: 8 + length + 24] = struct.pack("<f", math.nan)
+    elif kind == "random":
+        out[8 + length:] = torch.randint(0, 256, (len(data) - 8 - length,), generator=torch.Generator()).numpy().astype("u1").tobytes()
+    elif kind == "bit":
+        out[8 + length + 37] ^= 0x04
+    elif kind == "checksum":
+        at = data.index(b'"sha256":"') + 12
+        out[at] = ord("0") if out[at] != ord("0") else ord("1")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", ["nan", "random", "bit", "checksum"])
+def test_damaged_entries_are_misses(tmp_path, kind):
+    path, embedding = _entry(tmp_path)
+    assert torch.equal(load_cached_embedding(path, "a prompt", 512, 32), embedding)
+    path.write_bytes(_damage(path.read_bytes(), kind))
+    assert load_cached_embedding(path, "a prompt", 512, 32) is None
+
+
+def test_wrong_width_old_format_and_wrong_kind_are_misses(tmp_path):
+    from safetensors.torch import save_file
+
+    path, _ = _entry(tmp_path, width=16)
+    assert load_cached_embedding(path, "a prompt", 512, 16) is not None
+    assert load_cached_embedding(path, "a prompt", 512, 32) is None  # another encoder's width
+    old = tmp_path / "old.safetensors"  # an entry of the first format: no checksum
+    save_file({"embedding": torch.ones(3, 32)}, str(old), metadata={"prompt": "a prompt", "max_length": "512",
+                                                                     "version": "1"})
+    assert load_cached_embedding(old, "a prompt", 512, 32) is None
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    assert load_cached_embedding(folder, "a prompt", 512, 32) is None
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(path)
+    assert load_cached_embedding(link, "a prompt", 512, 16) is None
+
+
+def test_misses_are_reencoded_and_rewritten_in_place(tiny_text_encoder_files, tmp_path):
+    encoder_file, _ = tiny_text_encoder_files
+    prompts = ["a prompt", "another prompt"]
+    first, _ = encode_prompts_cached(encoder_file, prompts, tmp_path, device="cpu")
+    paths = sorted(tmp_path.glob("*.safetensors"))
+    paths[0].write_bytes(_damage(paths[0].read_bytes(), "nan"))
+    paths[1].unlink()
+    paths[1].mkdir()
+    (paths[1] / "inside").write_text("x")  # a directory in an entry's place, not even empty
+    calls = []
+    again, stats = encode_prompts_cached(encoder_file, prompts, tmp_path, device="cpu", load=_counting_loader(calls))
+    assert stats == {"hits": 0, "misses": 2, "loaded": True}
+    torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-6)
+    assert all(p.is_file() for p in paths) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    _, stats = encode_prompts_cached(encoder_file, prompts, tmp_path, device="cpu", load=_counting_loader(calls))
+    assert stats["hits"] == 2 and len(calls) == 1
+
+
+def test_a_non_finite_embedding_is_never_stored_and_the_folder_must_be_a_folder(tmp_path):
+    from wan_egoexo.errors import NonFiniteError
+
+    bad = torch.zeros(512, 8)
+    bad[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="text encoder produced NaN/Inf"):
+        save_cached_embedding(tmp_path / "x.safetensors", bad, "p")
+    assert not list(tmp_path.iterdir())
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(InputError, match="is not a folder"):
+        encode_prompts_cached(tmp_path / "missing.safetensors", ["x"], not_a_folder)

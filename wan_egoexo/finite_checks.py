@@ -89,6 +89,7 @@ def likely_cause(transformer, settings) -> str:
         return (f"the LoRA {adapter!r} has NaN/Inf weights ({bad}): the LoRA file is damaged (or was saved from a "
                 "diverged training run)")
     if bad is not None:
+        bad = bad.replace(".base_layer.", ".")  # a layer wrapped by a LoRA: name the weight as in the model
         return f"the transformer's weights hold NaN/Inf ({bad}): the model file is damaged; download it again"
     strengths = getattr(transformer, "__dict__", {}).get("_wan_egoexo_lora_strengths", {})
     dtype = next((p.dtype for p in transformer.parameters() if p.is_floating_point()), None)

@@ -86,7 +86,7 @@ class InertObject:
 _CONTAINERS = (list, dict, set, frozenset, tuple, bytearray)
 _SEQUENCES = (list, tuple, set, frozenset, str, bytes)
 _BUILTINS = {(module, name): name for module in ("builtins", "__builtin__")  # __builtin__: protocols 0-2
-             for name in ("dict", "list", "tuple", "set", "frozenset", "complex", "slice", "bytearray")}
+             for name in ("dict", "list", "tuple", "set", "frozenset", "complex", "slice", "bytes", "bytearray")}
 _BUILTINS[("collections", "OrderedDict")] = "OrderedDict"
 _BUILTINS[("_codecs", "encode")] = "encode"  # protocol 2 writes bytes as _codecs.encode(str, "latin1")
 
@@ -182,7 +182,7 @@ class _Machine:
 
     def construct(self, kind: str, args: tuple):
         """The builtin constructors a checkpoint's plain data is pickled with, with their copies counted."""
-        if kind in ("encode", "bytearray"):
+        if kind in ("encode", "bytes", "bytearray"):
             return self.encode(kind, args)
         if kind == "complex":
             if not all(isinstance(a, (int, float)) for a in args) or len(args) > 2:
@@ -210,18 +210,18 @@ class _Machine:
         return items if kind == "list" else tuple(items)
 
     def encode(self, kind: str, args: tuple):
-        """_codecs.encode(str, "latin1") and bytearray(bytes) / bytearray(str, "latin1"): how protocols
-        0-2 write bytes."""
-        if kind == "bytearray" and (not args or isinstance(args[0], (bytes, bytearray))) and len(args) < 2:
+        """_codecs.encode(str, "latin1"), bytes() and bytearray(bytes) / bytearray(str, "latin1"): how
+        protocols 0-2 write bytes."""
+        if kind != "encode" and (not args or isinstance(args[0], (bytes, bytearray))) and len(args) < 2:
             self.charge(len(args[0]) // 8 + 1 if args else 1)
-            return bytearray(*args)
+            return bytearray(*args) if kind == "bytearray" else bytes(*args)
         text, *rest = args
         encoding = str(rest[0]) if rest else "utf-8"
         if not isinstance(text, str) or len(rest) > 1 or encoding.lower().replace("_", "-") not in ("latin1", "latin-1"):
             raise PickleRefused(f"it calls {kind}() other than with a string and 'latin1'")
         self.charge(len(text) // 8 + 1)
         data = text.encode("latin1")
-        return bytearray(data) if kind == "bytearray" else data
+        return bytearray(data) if kind == "bytearray" else data  # "bytes"(str, "latin1") too
 
     def set_items(self, target, pairs: list) -> None:
         if len(pairs) % 2:
