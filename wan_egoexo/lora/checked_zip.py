@@ -102,19 +102,25 @@ class CheckedZip:
                                  self.expected)
         return info
 
-    def read(self, name: str, max_bytes: int, expected_bytes: int | None = None) -> bytes | None:
+    def read(self, name: str, max_bytes: int, expected_bytes: int | None = None,
+             writable: bool = False) -> bytes | bytearray | None:
         """The bytes of record ``name`` (None when absent), at most ``max_bytes`` and, when given,
-        exactly ``expected_bytes``; the buffer is never larger than the checked size."""
+        exactly ``expected_bytes``; nothing larger than the checked size is ever allocated.
+        ``writable`` returns a bytearray (for torch.frombuffer)."""
         info = self.checked_info(name, max_bytes)
         if info is None:
             return None
         if expected_bytes is not None and info.file_size != expected_bytes:
             raise ModelFileError(self.path, f"record {name} holds {info.file_size:,} bytes, but its tensor storage "
                                  f"needs {expected_bytes:,}.", "an intact checkpoint")
-        buffer = bytearray(info.file_size)
         try:
             with self.zip.open(info) as handle:
-                got = handle.readinto(buffer)
+                if writable:
+                    data = bytearray(info.file_size)
+                    got = handle.readinto(data)
+                else:
+                    data = handle.read(info.file_size)
+                    got = len(data)
                 extra = handle.read(1)
         except _ZIP_ERRORS as exc:
             raise ModelFileError(self.path, f"is truncated or corrupted: record {name} cannot be read ({exc}).",
@@ -122,7 +128,7 @@ class CheckedZip:
         if got != info.file_size or extra:
             raise ModelFileError(self.path, f"is truncated or corrupted: record {name} does not hold the "
                                  f"{info.file_size:,} bytes its directory entry says.", "the complete file")
-        return buffer
+        return data
 
     def close(self) -> None:
         self.zip.close()

@@ -212,7 +212,7 @@ class _Checkpoint:
         if record.numel == 0:
             return torch.empty(0, dtype=record.dtype)
         name = f"{self.prefix}data/{record.key}"
-        buffer = self.zip.read(name, max_bytes=record.nbytes, expected_bytes=record.nbytes)
+        buffer = self.zip.read(name, max_bytes=record.nbytes, expected_bytes=record.nbytes, writable=True)
         if buffer is None:
             raise ModelFileError(self.path, f"lacks the tensor record {name} (truncated?).", "the complete file")
         return torch.frombuffer(buffer, dtype=record.dtype)

@@ -1,0 +1,228 @@
+"""The pickle opcodes the bounded unpickler (bounded_unpickler.py) accepts, one small handler each,
+written from the opcode descriptions in the standard library's ``pickletools``. A handler reads its
+argument from the machine's input, works on its stack and memo, and calls back into the machine for
+everything that costs more than one step (calls, copies, globals), so the machine can count it.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bounded_unpickler import _Machine as Machine
+
+
+class PickleRefused(Exception):
+    """The pickle breaks a rule (malformed, or over a limit); the message says which."""
+
+
+CONTAINERS = (list, dict, set, frozenset, tuple, bytearray)
+
+
+def check_key(key) -> None:
+    """Dict keys and set members must hash cheaply: scalars, or tuples of scalars (never nested)."""
+    if isinstance(key, (tuple, frozenset)):
+        if any(isinstance(item, CONTAINERS) for item in key):
+            raise PickleRefused("a dict key or set member is a nested tuple; only flat tuples of scalars are read")
+    elif isinstance(key, CONTAINERS):
+        raise PickleRefused(f"a dict key or set member is a {type(key).__name__}")
+
+
+STOP = object()  # what the STOP handler returns
+
+
+def _decode_str(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
+def _int_text(raw: bytes):
+    if raw in (b"00", b"01"):
+        return raw == b"01"
+    return int(raw.rstrip(b"L"), 0)
+
+
+def _long(machine: Machine, size: int) -> int:
+    if size > 255:
+        raise PickleRefused(f"it holds a {size}-byte integer; at most 255 bytes are read")
+    return int.from_bytes(machine.take(size), "little", signed=True)
+
+
+def _string_text(raw: bytes) -> str:
+    if len(raw) < 2 or raw[:1] != raw[-1:] or raw[:1] not in (b"'", b'"'):
+        raise PickleRefused("a STRING opcode's argument is not quoted")
+    return codecs.escape_decode(raw[1:-1])[0].decode("utf-8")
+
+
+def _make_tuple(machine: Machine, count: int):
+    items = machine.stack[-count:] if count else []
+    if len(items) != count:
+        raise PickleRefused("a TUPLE opcode needs more values than the stack holds")
+    del machine.stack[len(machine.stack) - count:]
+    machine.stack.append(tuple(items))
+
+
+def _memo_get(machine: Machine, index: int):
+    if index not in machine.memo:
+        raise PickleRefused(f"it reads memo slot {index}, which was never written")
+    machine.stack.append(machine.memo[index])
+
+
+def _memo_put(machine: Machine, index: int):
+    machine.memo[index] = machine.top()
+
+
+def _dict_from(machine: Machine, items: list) -> dict:
+    result = {}
+    machine.set_items(result, items)
+    return result
+
+
+def _frozenset_from(machine: Machine, items: list) -> frozenset:
+    for item in items:
+        check_key(item)
+    return frozenset(items)
+
+
+def _add_items(machine: Machine):
+    items = machine.pop_mark()
+    target = machine.top()
+    if not isinstance(target, set):
+        raise PickleRefused("ADDITEMS on something that is not a set")
+    for item in items:
+        check_key(item)
+    target.update(items)
+
+
+def _refuse(reason: str):
+    def handler(machine: Machine):
+        raise PickleRefused(reason)
+    return handler
+
+
+def _proto(m: Machine):
+    if m.take(1)[0] > 5:
+        raise PickleRefused("it uses a pickle protocol above 5")
+
+
+def _mark(m: Machine):
+    m.metastack.append(m.stack)
+    m.stack = []
+
+
+def _pop(m: Machine):
+    if m.stack:
+        m.stack.pop()
+    else:
+        m.pop_mark()
+
+
+def _append(m: Machine):
+    value = m.pop()
+    m.append(m.top(), [value])
+
+
+def _appends(m: Machine):
+    items = m.pop_mark()
+    m.append(m.top(), items)
+
+
+def _setitem(m: Machine):
+    value, key = m.pop(), m.pop()
+    m.set_items(m.top(), [key, value])
+
+
+def _setitems(m: Machine):
+    items = m.pop_mark()
+    m.set_items(m.top(), items)
+
+
+def _global(m: Machine):
+    module = _decode_str(m.line())
+    m.stack.append(m.find_global(module, _decode_str(m.line())))
+
+
+def _stack_global(m: Machine):
+    name, module = m.pop(), m.pop()
+    m.stack.append(m.find_global(module, name))
+
+
+def _reduce(m: Machine):  # REDUCE and NEWOBJ: both are a call here
+    args, target = m.pop(), m.pop()
+    m.stack.append(m.call(target, args))
+
+
+def _newobj_ex(m: Machine):
+    kwargs, args, target = m.pop(), m.pop(), m.pop()
+    m.stack.append(m.call(target, args, kwargs))
+
+
+def _inst(m: Machine):
+    module = _decode_str(m.line())
+    target = m.find_global(module, _decode_str(m.line()))
+    args = tuple(m.pop_mark())
+    m.stack.append(m.call(target, args))
+
+
+def _obj(m: Machine):
+    items = m.pop_mark()
+    if not items:
+        raise PickleRefused("an OBJ opcode has no class")
+    m.stack.append(m.call(items[0], tuple(items[1:])))
+
+
+def _build(m: Machine):
+    state = m.pop()
+    m.build(m.top(), state)
+
+
+def _push(read):
+    def handler(m: Machine):
+        value = read(m)  # first: reading may replace m.stack (opcodes that pop a MARK)
+        m.stack.append(value)
+    return handler
+
+
+_PUSH = {
+    "N": lambda m: None, 0x88: lambda m: True, 0x89: lambda m: False,
+    "I": lambda m: _int_text(m.line()), "L": lambda m: _int_text(m.line()),
+    "J": lambda m: m.unpack("<i"), "K": lambda m: m.take(1)[0], "M": lambda m: m.unpack("<H"),
+    0x8A: lambda m: _long(m, m.take(1)[0]), 0x8B: lambda m: _long(m, m.unpack("<i")),
+    "F": lambda m: float(m.line()), "G": lambda m: m.unpack(">d"),
+    "S": lambda m: _string_text(m.line()),
+    "T": lambda m: _decode_str(m.take(m.unpack("<i"))),
+    "U": lambda m: _decode_str(m.take(m.take(1)[0])),
+    "V": lambda m: m.line().decode("raw-unicode-escape"),
+    "X": lambda m: _decode_str(m.take(m.unpack("<I"))),
+    0x8C: lambda m: _decode_str(m.take(m.take(1)[0])),
+    0x8D: lambda m: _decode_str(m.take(m.unpack("<Q"))),
+    "B": lambda m: m.take(m.unpack("<I")),
+    "C": lambda m: m.take(m.take(1)[0]),
+    0x8E: lambda m: m.take(m.unpack("<Q")),
+    0x96: lambda m: bytearray(m.take(m.unpack("<Q"))),
+    ")": lambda m: (), "]": lambda m: [], "}": lambda m: {}, 0x8F: lambda m: set(),
+    "t": lambda m: tuple(m.pop_mark()), "l": lambda m: m.pop_mark(),
+    "d": lambda m: _dict_from(m, m.pop_mark()), 0x91: lambda m: _frozenset_from(m, m.pop_mark()),
+    "2": lambda m: m.top(),
+    "P": lambda m: m.persistent_load(m.line().decode("ascii")),
+    "Q": lambda m: m.persistent_load(m.pop()),
+}
+_OTHER = {
+    0x80: _proto, 0x95: lambda m: m.unpack("<Q"),  # FRAME: the whole pickle is in memory already
+    ".": lambda m: STOP, "(": _mark, "0": _pop, "1": lambda m: m.pop_mark(),
+    0x85: lambda m: _make_tuple(m, 1), 0x86: lambda m: _make_tuple(m, 2), 0x87: lambda m: _make_tuple(m, 3),
+    "a": _append, "e": _appends, "s": _setitem, "u": _setitems, 0x90: _add_items,
+    "g": lambda m: _memo_get(m, int(m.line())), "h": lambda m: _memo_get(m, m.take(1)[0]),
+    "j": lambda m: _memo_get(m, m.unpack("<I")),
+    "p": lambda m: _memo_put(m, int(m.line())), "q": lambda m: _memo_put(m, m.take(1)[0]),
+    "r": lambda m: _memo_put(m, m.unpack("<I")), 0x94: lambda m: _memo_put(m, len(m.memo)),
+    "c": _global, 0x93: _stack_global, "R": _reduce, 0x81: _reduce, 0x92: _newobj_ex, "i": _inst, "o": _obj,
+    "b": _build,
+    0x82: _refuse("it uses the copyreg extension registry (EXT1), which this reader does not"),
+    0x83: _refuse("it uses the copyreg extension registry (EXT2), which this reader does not"),
+    0x84: _refuse("it uses the copyreg extension registry (EXT4), which this reader does not"),
+    0x97: _refuse("it uses out-of-band buffers (NEXT_BUFFER), which this reader does not"),
+    0x98: _refuse("it uses out-of-band buffers (READONLY_BUFFER), which this reader does not"),
+}
+DISPATCH = {(ord(k) if isinstance(k, str) else k): _push(v) for k, v in _PUSH.items()}
+DISPATCH.update({(ord(k) if isinstance(k, str) else k): v for k, v in _OTHER.items()})
