@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import random
-import shlex
 import struct
 import sys
 import time
@@ -65,6 +64,7 @@ def base(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fuzz_base")
     marker = root / "canary_ran"
+    os.environ["WAN_FUZZ_CANARY"] = str(marker)
     (root / f"{CANARY_MODULE}.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\ndef run():\n    pass\n")
     transformer = build_tiny_transformer(0)
     lora = random_lora_state_dict(transformer, rank=2, seed=1, targets=["attn1.to_q", "ffn.net.2"])
@@ -74,12 +74,19 @@ def base(tmp_path_factory):
     files["ckpt"] = root / "lora.ckpt"
     torch.save({"state_dict": {"lora": ckpt_lora}, "epoch": 3, "hyper_parameters": {"lr": 1e-4, "rank": 2}},
                files["ckpt"])
+    _deterministic_checkpoint(files["ckpt"])
     sys.path.insert(0, str(root))
     try:
         canary = __import__(CANARY_MODULE)
-        payloads = {"system": _Calls(os.system, (f"touch {shlex.quote(str(marker))}",)), "module": _Calls(canary.run, ())}
+        # The command names the marker through the environment, so the file's bytes do not depend on tmp paths.
+        payloads = {"system": _Calls(os.system, ('touch "$WAN_FUZZ_CANARY"',)), "module": _Calls(canary.run, ())}
         files["canary_ckpt"] = root / "canary.ckpt"
         torch.save({"state_dict": {"lora": ckpt_lora}, "hyper_parameters": payloads}, files["canary_ckpt"])
+        _deterministic_checkpoint(files["canary_ckpt"])
+        marker.unlink(missing_ok=True)
+        sys.modules.pop(CANARY_MODULE, None)
+        torch.load(files["canary_ckpt"], weights_only=False)  # the canary is live: an ordinary load runs it
+        assert marker.exists() and CANARY_MODULE in sys.modules
     finally:
         sys.path.remove(str(root))
         sys.modules.pop(CANARY_MODULE, None)
@@ -96,7 +103,10 @@ def base(tmp_path_factory):
     embedding[:6] = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
     files["embedding"] = embedding
     files["entry"] = save_cached_embedding(root / "entry.safetensors", embedding, PROMPT)
-    return files
+    for kind in ("safetensors", "transformer", "vae", "text_encoder", "entry"):
+        _canonical_safetensors(files[kind])
+    yield files
+    os.environ.pop("WAN_FUZZ_CANARY", None)
 
 
 # ------------------------------------------------------------------ mutations
@@ -165,9 +175,29 @@ def _zip_members(data: bytes) -> dict[str, bytes]:
 
 
 def _rezip(path: Path, members: dict[str, bytes]) -> None:
+    """A stored zip of ``members`` with fixed timestamps (so a case's bytes are the same on every run)."""
     with zipfile.ZipFile(path, "w") as archive:
         for name, payload in members.items():
-            archive.writestr(name, payload)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), payload)
+
+
+def _deterministic_checkpoint(path: Path) -> None:
+    """torch.save writes a random serialization id and the time: fix both, so mutations reproduce."""
+    members = _zip_members(path.read_bytes())
+    for name in members:
+        if name.endswith("serialization_id"):
+            members[name] = b"0" * len(members[name])
+    _rezip(path, members)
+
+
+def _canonical_safetensors(path: Path) -> Path:
+    """Rewrite a safetensors header with sorted keys (safetensors writes metadata in hash order)."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    raw = json.dumps(json.loads(data[8: 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length:])
+    return path
 
 
 _HOSTILE_OPS = [
@@ -285,14 +315,15 @@ def test_fuzzed_lora_safetensors(base, tmp_path, case):
         assert set(tensors) == set(expected) and all(torch.equal(tensors[k], expected[k]) for k in tensors), what
 
 
-@pytest.mark.parametrize("case", range(30))
+@pytest.mark.parametrize("case", range(36))
 def test_fuzzed_model_files(base, tmp_path, case):
-    """Header edits reach each loader's architecture inference (shapes, layer counts, dtypes)."""
+    """Header edits reach each loader's architecture inference (shapes, layer counts, dtypes); byte
+    mutations also reach the weights and the text encoder's embedded tokenizer."""
     kind = ["transformer", "vae", "text_encoder"][case % 3]
     readers = {"transformer": lambda p: load_transformer(p, device="cpu"), "vae": read_vae_file,
                "text_encoder": check_text_encoder}
     rng = random.Random(SEED * 3000 + case)
-    mutated, what = _header_edit(base[kind].read_bytes(), rng)
+    mutated, what = _header_edit(base[kind].read_bytes(), rng) if case % 2 else _byte_mutation(base[kind].read_bytes(), rng)
     path = tmp_path / f"{kind}.safetensors"
     path.write_bytes(mutated)
     _read(readers[kind], path, f"{kind} case {case}: {what}")
