@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import common
 from benchmarks import hostile_files as hostile
 
 NAME = "bench_hostile_files"
@@ -102,7 +101,7 @@ def measure(case_name: str, reader: str, path: Path, code_root: Path, cap_gib: f
     return {"case": case_name, "file_bytes": path.stat().st_size, **json.loads(lines[-1][len("RESULT "):])}
 
 
-def run(argv=None) -> dict:
+def run(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code-root", type=Path, default=REPO, help="checkout whose wan_egoexo is measured")
     parser.add_argument("--cap-gib", type=float, default=4.0, help="address-space cap above the size after imports")
@@ -121,16 +120,8 @@ def run(argv=None) -> dict:
             row = results[-1]
             print(f"{name:<48} {row.get('file_bytes', 0):>11,} B  {row.get('peak_growth_mib', float('nan')):>9.1f} MiB"
                   f"  {row['seconds']:>7.2f} s  {row['outcome']}: {row.get('message', '')[:160]}", flush=True)
-    record = {
-        "command": "python -m benchmarks.bench_hostile_files " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()},
-        "results": results,
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    common.write_json(args.json, NAME, argv, args, "cpu", results)
+    return results
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -29,6 +28,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import common
+
+NAME = "bench_hostile_runs"
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--width", "64", "--height", "64", "--frames", "5", "--steps", "2", "--task", "exo2ego"]
 
@@ -164,14 +166,17 @@ def kill9_case(code_root: Path, work: Path) -> dict:
             "after_next_write": after, "leftovers": [name for name in after if ".partial" in name]}
 
 
-def run(argv=None) -> dict:
+def run(argv=None) -> list[dict]:
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code-root", type=Path, default=REPO, help="checkout whose wan_egoexo is measured")
     parser.add_argument("--only", action="append", default=None, help="run only cases containing this text")
+    parser.add_argument("--fast", action="store_true", help="CI mode: the LoRA-strength case and the kill -9 case")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
+    if args.fast:
+        args.only = ["--lora-strength", "kill"]
     code_root = args.code_root.resolve()
     results = []
     with tempfile.TemporaryDirectory(prefix="hostile_runs_") as work:
@@ -196,12 +201,8 @@ def run(argv=None) -> dict:
         if not args.only or any("kill" in text for text in args.only):
             results.append(kill9_case(code_root, work))
             print(f"{results[-1]['case']}: leftovers {results[-1]['leftovers']}", flush=True)
-    record = {"command": "python -m benchmarks.bench_hostile_runs " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "code_root": str(code_root), "results": results}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    common.write_json(args.json, NAME, argv, args, "cpu", results)
+    return results
 
 
 def main(argv=None) -> int:

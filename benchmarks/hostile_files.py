@@ -89,18 +89,17 @@ def patch_zip_member(path, member: str, *, flags: int | None = None, method: int
     header and in the central directory, leaving its bytes as they are."""
     data = bytearray(Path(path).read_bytes())
     name = member.encode()
-    position = 0
-    while (position := data.find(b"PK\x03\x04", position)) >= 0:  # local headers: flags 6, method 8, sizes 18/22
-        name_length = struct.unpack_from("<H", data, position + 26)[0]
-        if data[position + 30: position + 30 + name_length] == name:
-            _patch(data, position + 6, position + 8, position + 18, flags, method, size, file_size)
-        position += 4
-    position = 0
-    while (position := data.find(b"PK\x01\x02", position)) >= 0:  # central directory: flags 8, method 10, sizes 20/24
-        name_length = struct.unpack_from("<H", data, position + 28)[0]
-        if data[position + 46: position + 46 + name_length] == name:
-            _patch(data, position + 8, position + 10, position + 20, flags, method, size, file_size)
-        position += 4
+    # (signature, where the name length is, where the name starts, where flags / method / sizes are)
+    for signature, length_at, name_at, (flags_at, method_at, sizes_at) in (
+            (b"PK\x03\x04", 26, 30, (6, 8, 18)),  # local headers
+            (b"PK\x01\x02", 28, 46, (8, 10, 20))):  # central directory
+        position = 0
+        while (position := data.find(signature, position)) >= 0:
+            name_length = struct.unpack_from("<H", data, position + length_at)[0]
+            if data[position + name_at: position + name_at + name_length] == name:
+                _patch(data, position + flags_at, position + method_at, position + sizes_at, flags, method, size,
+                       file_size)
+            position += 4
     Path(path).write_bytes(bytes(data))
 
 
