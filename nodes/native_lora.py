@@ -11,11 +11,11 @@ of the model are named in a warning; a LoRA of which nothing matches is an error
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
-from wan_egoexo.errors import InputError, ModelFileError
+from wan_egoexo.errors import ModelFileError
+from wan_egoexo.finite_checks import check_lora_strength
 
 from . import host
 from .loaders import WorldWanderLoraLoader
@@ -96,12 +96,11 @@ class WorldWanderLoraNative:
 
     def apply(self, model, lora_name, strength):
         path = host.model_path(host.LORA_FOLDERS, lora_name, "lora_name", with_diffusers=False)
-        if not math.isfinite(float(strength)):
-            raise InputError(f"strength: {strength!r} is not a finite number; expected e.g. 1.0 (0 switches it off).")
-        if float(strength) == 0.0:
+        strength = check_lora_strength(strength)  # finite, within the core's range
+        if strength == 0.0:
             return (model,)
         stamp = _file_stamp(path)
         if self._read is None or self._read[0] != stamp:
             self._read = (stamp, read_original_wan_modules(path))
         modules, left_out, source = self._read[1]
-        return (patch_model_with_lora(model, modules, left_out, float(strength), source),)
+        return (patch_model_with_lora(model, modules, left_out, strength, source),)
