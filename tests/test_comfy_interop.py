@@ -1,7 +1,6 @@
 """ComfyUI <-> core conversions (wan_egoexo.comfy_interop), checked against independent computations."""
 
 import ast
-import math
 import os
 import re
 from pathlib import Path
@@ -13,12 +12,10 @@ from PIL import Image
 
 from wan_egoexo.comfy_interop import (DIFFUSERS_LABEL, WAN22_LATENT_RGB_BIAS, WAN22_LATENT_RGB_FACTORS,
                                       conditioning_to_embeddings, find_diffusers_folders, first_image,
-                                      frames_needed, image_batch_to_video, latent_preview_rgb, latent_samples,
-                                      read_fitted_clip, restore_frames, video_to_image_batch,
-                                      write_preview_gif)
+                                      image_batch_to_video, latent_preview_rgb, latent_samples, restore_frames,
+                                      video_to_image_batch, write_preview_gif)
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import FitOptions, fit_video, select_frame_indices, unfit_video
-from wan_egoexo.video_io import read_video, write_video
+from wan_egoexo.video_fit import FitOptions, fit_video, unfit_video
 
 REPO = Path(__file__).resolve().parents[1]
 # ComfyUI's source: the host the end-to-end tests run (COMFYUI_PATH), else the project's shared copy.
@@ -162,36 +159,6 @@ def test_preview_gif_is_animated_scaled_and_timed(tmp_path):
         write_preview_gif(tmp_path / "q.gif", frames, fps=0.0)
 
 
-# ---------------------------------------------------------------- reading only the frames a fit uses
-
-@pytest.mark.parametrize("source_fps", [30.0, 24.0, 8.0, 7.5, 59.94])
-@pytest.mark.parametrize("options", [
-    dict(max_frames=49, fps=8.0), dict(max_frames=9, fps=8.0, start_frame=5), dict(max_frames=1, fps=8.0),
-    dict(max_frames=49, fps=None, frame_stride=2), dict(max_frames=5, fps=None, frame_stride=3, start_frame=4),
-    dict(max_frames=13, fps=None),
-])
-def test_frames_needed_is_exactly_the_last_frame_the_fit_picks(source_fps, options):
-    options = FitOptions(**options)
-    needed = frames_needed(options, source_fps)
-    indices, _ = select_frame_indices(100_000, source_fps, options)
-    assert max(indices) == needed - 1
-    # A clip cut at `needed` frames yields the same choice as the whole clip.
-    assert select_frame_indices(needed, source_fps, options)[0] == indices
-
-
-def test_read_fitted_clip_decodes_only_the_needed_frames_and_fits_like_the_whole_clip(tmp_path):
-    rng = np.random.default_rng(3)
-    colours = rng.integers(0, 256, (40, 1, 1, 3), dtype=np.uint8)
-    path = write_video(tmp_path / "clip.mp4", np.broadcast_to(colours, (40, 48, 80, 3)).copy(), 24.0)
-    options = FitOptions(width=64, height=32, max_frames=9, fps=8.0, mode="crop")
-    video, info = read_fitted_clip(path, options)
-    whole = read_video(path)
-    expected_video, expected_info = fit_video(whole.frames, whole.fps, options)
-    assert torch.equal(video, expected_video)
-    assert info.source_indices == expected_info.source_indices == [3 * k for k in range(9)]
-    assert info.source_frames == frames_needed(options, 24.0) == 25 < whole.num_frames
-
-
 # ---------------------------------------------------------------- models on disk and in memory
 
 def test_diffusers_pipelines_are_found_by_model_index(tmp_path):
@@ -205,9 +172,3 @@ def test_diffusers_pipelines_are_found_by_model_index(tmp_path):
     found = find_diffusers_folders([root, tmp_path / "missing"])
     assert found == {DIFFUSERS_LABEL + "Wan2.2-TI2V-5B-Diffusers": root / "Wan2.2-TI2V-5B-Diffusers",
                      DIFFUSERS_LABEL + "team/other": root / "team" / "other"}
-
-
-def test_frames_needed_rounding_matches_half_up_ties():
-    # 12 fps source to 8 fps: offsets k * 1.5 round half up -> 0, 2, 3, 5, 6 ...; the 5th pick is frame 6.
-    options = FitOptions(max_frames=5, fps=8.0)
-    assert frames_needed(options, 12.0) == math.floor(4 * 1.5 + 0.5) + 1 == 7

@@ -31,12 +31,13 @@ def numbered_clip(frames, height=8, width=8):
 
 def nearest_source_frames(num_frames, source_fps, target_fps, start, limit):
     """Independent reference: for each output time k / target_fps, the source frame whose time is closest
-    (ties to the later one), while that time is still within the clip (last frame time + half a period)."""
+    (ties to the later one), while the output frame's middle, (k + 1/2) / target_fps, is still within the
+    clip (which ends one source period after its last frame), and at least one frame."""
     times = (np.arange(start, num_frames) - start) / source_fps
-    end = times[-1] + 0.5 / source_fps
+    end = times[-1] + 1 / source_fps
     chosen = []
     k = 0
-    while len(chosen) < limit and k / target_fps < end - 1e-9:
+    while len(chosen) < limit and ((k + 0.5) / target_fps <= end + 1e-9 or k == 0):
         distance = np.round(np.abs(times - k / target_fps), 9)
         best = np.flatnonzero(distance == distance.min())[-1]
         chosen.append(start + int(best))
@@ -166,13 +167,14 @@ def test_float_input_matches_uint8_input():
 
 def test_automatic_size_follows_orientation():
     auto = FitOptions()
-    assert choose_target_size(1920, 1080, auto) == (1280, 704)
-    assert choose_target_size(1080, 1920, auto) == (704, 1280)
+    assert choose_target_size(1280, 704, auto) == (1280, 704)  # the trained size stays as it is
+    assert choose_target_size(1920, 1080, auto) == (1248, 704)
+    assert choose_target_size(1080, 1920, auto) == (704, 1248)
     assert choose_target_size(500, 500, auto) == (960, 960)
     assert choose_target_size(1920, 1080, FitOptions(width=640)) == (640, 352)
     assert choose_target_size(1080, 1920, FitOptions(height=640)) == (352, 640)
-    video, info = fit_video(smooth_clip(1, 48, 64), 8.0)
-    assert video.shape == (3, 1, 704, 1280) and info.mode == "crop"
+    video, info = fit_video(smooth_clip(1, 48, 64), 8.0)  # 4:3
+    assert video.shape == (3, 1, 832, 1120) and info.mode == "crop"
 
 
 def test_option_errors_name_the_option():

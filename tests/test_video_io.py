@@ -1,6 +1,7 @@
 """Video/image reading and writing against real small files made here (mp4, webm, gif, frame folders)."""
 
 import os
+import re
 import subprocess
 
 import imageio_ffmpeg
@@ -87,8 +88,9 @@ def test_rotation_metadata_is_applied(tmp_path):
                     "-i", str(plain), "-c", "copy", str(rotated)], check=True)
     frames = read_video(rotated).frames
     assert frames.shape == (3, 64, 48, 3)
-    # A display rotation of 90 degrees turns the picture counter-clockwise.
-    np.testing.assert_array_equal(frames, np.rot90(read_video(plain).frames, k=1, axes=(1, 2)))
+    # A display rotation of 90 degrees turns the picture counter-clockwise (chroma is upsampled after the
+    # turn, so a few pixels differ by one level).
+    np.testing.assert_allclose(frames, np.rot90(read_video(plain).frames, k=1, axes=(1, 2)), atol=1, rtol=0)
     assert probe_video(rotated)[2:] == (48, 64)
 
 
@@ -125,22 +127,30 @@ def test_empty_folder_and_missing_path(tmp_path):
         probe_video(missing)
 
 
-def test_corrupt_truncated_and_videoless_files(tmp_path):
+def test_corrupt_truncated_and_videoless_files(tmp_path, caplog):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     with pytest.raises(InputError, match="garbage.mp4.*cannot be read"):
         read_video(garbage)
 
-    whole = write_video(tmp_path / "whole.mp4", moving_square_clip(frames=4), fps=8).read_bytes()
+    # A truncated but playable file gives what is readable, with a warning that says how much.
+    noisy = np.random.default_rng(1).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8)  # frames bigger than the index
+    whole = write_video(tmp_path / "whole.mp4", noisy, fps=8).read_bytes()
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(InputError, match="truncated.mp4.*truncated"):
-        read_video(truncated)
+    truncated.write_bytes(whole[: len(whole) * 6 // 10])
+    with caplog.at_level("WARNING"):
+        frames = read_video(truncated).frames
+    assert 3 <= len(frames) < 12
+    assert re.search(r"truncated\.mp4: .*truncated.*only the first [\d.]+ s \(\d+ frames\)", caplog.text)
+    header_only = tmp_path / "header_only.mp4"
+    header_only.write_bytes(whole[:200])
+    with pytest.raises(InputError, match="header_only.mp4.*(truncated|cannot be read|no readable video)"):
+        read_video(header_only)
 
     no_frames = tmp_path / "no_frames.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
                     "color=c=red:s=32x32:r=8", "-frames:v", "0", str(no_frames)], check=True)
-    with pytest.raises(InputError, match="no_frames.mp4.*0 frames"):
+    with pytest.raises(InputError, match="no_frames.mp4.*(0 frames|no readable video stream)"):
         read_video(no_frames)
 
 

@@ -3,8 +3,7 @@
 ComfyUI passes videos as IMAGE batches (float [frames, H, W, 3] in 0..1), text as CONDITIONING
 (a list of [tensor [1, tokens, width], dict]) and latents as LATENT dicts of *raw* VAE latents.
 This module converts those to and from the core's tensors, and holds the few other pieces the
-nodes need: the Wan2.2 latent-to-RGB preview factors, reading only the frames a fit uses,
-Diffusers folders in a models tree, the animated preview the UI shows, and running a module
+nodes need: the Wan2.2 latent-to-RGB preview factors, Diffusers folders in a models tree, the animated preview the UI shows, and running a module
 on a device only while it is used.
 """
 
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 
 from .errors import InputError
 from .latents import latent_shape
-from .video_fit import FitInfo, FitOptions, fit_video, select_frame_indices, unfit_video
+from .video_fit import FitInfo, unfit_video
 
 # The first element of a ComfyUI label that stands for a Diffusers pipeline folder, not a file.
 DIFFUSERS_LABEL = "[diffusers] "
@@ -196,48 +194,6 @@ def write_preview_gif(path, frames, fps: float, max_side: int = 512) -> Path:
     duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0, optimize=False)
     return path
-
-
-# ---------------------------------------------------------------- reading only what a fit uses
-
-def frames_needed(options: FitOptions, source_fps: float) -> int | None:
-    """How many frames from the start of a clip at ``source_fps`` the fit ``options`` can use (None: all,
-    when the whole clip is wanted): decoding stops there, so a long clip is never held in memory whole
-    for a short fit. It is the last index video_fit.select_frame_indices picks from an endless clip."""
-    options.validate()
-    if options.max_frames is None:
-        return None
-    indices, _ = select_frame_indices(sys.maxsize, source_fps, options)
-    return max(indices) + 1
-
-
-def stated_fps(path) -> float:
-    """The frame rate a video file's header states (0.0 when it states none), without decoding frames."""
-    import imageio_ffmpeg  # noqa: PLC0415
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = next(reader)
-    except Exception as exc:  # ffmpeg's many failure types; the full read below reports them properly
-        warnings.warn(f"{path}: could not read the header ({type(exc).__name__}); decoding the whole clip.",
-                      stacklevel=2)
-        return 0.0
-    finally:
-        reader.close()
-    return float(meta.get("fps") or 0.0)
-
-
-def read_fitted_clip(path, options: FitOptions) -> tuple[torch.Tensor, FitInfo]:
-    """Read a video file (only the frames the fit needs) and fit it: (video [3, F, H, W] in [-1, 1], FitInfo).
-
-    ``FitInfo.source_frames`` counts the frames read, which may be fewer than the file holds.
-    """
-    from .video_io import read_video  # noqa: PLC0415
-
-    options.validate()
-    fps = stated_fps(path)
-    clip = read_video(path, max_frames=frames_needed(options, fps) if fps > 0 else None)
-    return fit_video(clip.frames, clip.fps, options)
 
 
 # ---------------------------------------------------------------- models on disk and in memory

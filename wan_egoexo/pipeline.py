@@ -33,7 +33,8 @@ from .transformer_loader import load_transformer
 from .vae_loader import load_vae
 from .video_fit import FitInfo, FitOptions, fit_video, letterbox_image, output_fps, unfit_video
 from .windows import WindowOptions
-from .video_io import read_image, read_video, write_video
+from .clip_reader import read_fitted_clip
+from .video_io import read_image, write_video
 
 
 @dataclass
@@ -43,6 +44,12 @@ class TranslationResult:
     fit: FitInfo
     latents: torch.Tensor  # normalised target latents [1, 48, f, h, w]
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the reader assumed or could not read
+
+    @property
+    def seconds(self) -> float:
+        """How long the translated clip plays."""
+        return len(self.frames) / self.fps
 
 
 def task_prompts(task: Task, prompt: str | None = None, negative_prompt: str = "", cfg: float = 5.0) -> list[str]:
@@ -85,10 +92,23 @@ def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps
     windows: sliding windows for clips longer than one window (None = one pass over the whole clip).
     frame_rate: "model" returns the fitted frames (8 fps by default); "source" resamples them back
     to the input's frame rate and frame count over the covered span."""
+    start = time.perf_counter()
+    video, info = fit_video(frames, fps, fit or FitOptions())
+    fit_seconds = time.perf_counter() - start
+    result = translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info, task, reference_image,
+                              settings, positions, callback, windows, frame_rate)
+    result.timings = {"fit": fit_seconds, **result.timings}
+    return result
+
+
+def translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info: FitInfo, task,
+                     reference_image=None, settings: SamplingSettings | None = None,
+                     positions: str = "collaborative", callback=None, windows: WindowOptions | None = None,
+                     frame_rate: str = "model") -> TranslationResult:
+    """translate_frames for a clip already fitted to the grid (video [3, F, H, W] in [-1, 1] and its FitInfo)."""
     task = get_task(task)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    video, info = fit_video(frames, fps, fit or FitOptions())
     reference = prepare_reference(task, reference_image, info.width, info.height)
     source = encode_video(vae, video[None])
     ref_latents = None if reference is None else encode_video(vae, reference)
@@ -188,17 +208,22 @@ def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "",
 def translate_clip(models: LoadedModels, video_path, out_path, reference_image=None,
                    fit: FitOptions | None = None, settings: SamplingSettings | None = None,
                    positions: str = "collaborative", windows: WindowOptions | None = None,
-                   frame_rate: str = "source", callback=None) -> TranslationResult:
-    """Read one clip, translate it with loaded models, write ``out_path`` (h264 mp4)."""
+                   frame_rate: str = "source", callback=None, audio: bool = True,
+                   input_fps: float | None = None) -> TranslationResult:
+    """Read one clip (only the frames the fit uses), translate it with loaded models, and write
+    ``out_path`` (h264), carrying the source's audio for the span it covers unless ``audio`` is False.
+    ``video_path`` may also be an open clip_reader.ClipSource (as preflight leaves it)."""
     start = time.perf_counter()
-    clip = read_video(video_path)
+    clip = read_fitted_clip(video_path, fit or FitOptions(), input_fps)
     read_seconds = time.perf_counter() - start
-    result = translate_frames(models.transformer, models.vae, models.text_embeds, models.negative_embeds,
-                              clip.frames, clip.fps, models.task, reference_image, fit, settings, positions,
-                              callback, windows, frame_rate)
+    result = translate_fitted(models.transformer, models.vae, models.text_embeds, models.negative_embeds,
+                              clip.video, clip.info, models.task, reference_image, settings, positions, callback,
+                              windows, frame_rate)
+    clip.video = None  # the fitted pixels are not needed for writing: free them first
     start = time.perf_counter()
-    write_video(out_path, result.frames, result.fps)
+    write_video(out_path, result.frames, result.fps, audio=clip.source_audio() if audio else None)
     result.timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
+    result.notes = clip.notes
     return result
 
 

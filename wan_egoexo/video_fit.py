@@ -1,16 +1,19 @@
 """Fitting any clip or image to the model grid (frame rate, 4k+1 frames, multiple-of-32 size), and undoing it.
 
-``fit_video`` picks source frames in time (nearest source frame at the target fps, or every Nth
-frame; never interpolated), pads the count to 4k+1 by repeating the last real frame, and maps a
-source region onto the target size by centre crop, letterbox (pad) or stretch. Everything needed to
-go back is kept in ``FitInfo``; ``unfit_video`` drops the repeated frames and maps the target region
-back to the size that source region had.
+``plan_fit`` decides everything from the source's size and frame times (video_timing picks the
+frames by time: nearest source frame at the target fps, or every Nth frame; never interpolated;
+grid_size picks the automatic size). ``fit_video`` applies a plan to frames in memory: pads the
+count to 4k+1 by repeating the last real frame and maps a source region onto the target size by
+centre crop, letterbox (pad) or stretch; the streaming reader (clip_reader) applies the same plan
+to a file without holding it. Everything needed to go back is kept in ``FitInfo``; ``unfit_video``
+drops the repeated frames and maps the target region back to ``FitInfo.output_size``.
 
 Geometry is kept as two boxes (x, y, width, height):
   crop_box     the source region that was used (the centre crop in "crop" mode, else the whole frame);
   content_box  where that region sits in the fitted frame (the letterbox in "pad" mode, else all of it).
-Undoing therefore yields the source size for "pad" and "stretch", and the size of the kept region for
-"crop" (the cut-away borders never reached the model, so they cannot come back).
+Undoing therefore yields the source size for "pad" and "stretch", and for "crop" when the crop changed
+the aspect ratio by under 0.5% (the automatic size's few pixels: they are stretched back); a larger crop
+yields the size of the kept region (the cut-away borders never reached the model, so they cannot come back).
 """
 
 from __future__ import annotations
@@ -24,13 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .grid_size import GRID, NEGLIGIBLE_ASPECT_ERROR, aspect_error, target_size
+from .video_timing import Timeline, constant_rate, plan_frames
 
-GRID = 32  # 16x VAE compression times the 2x2 patch
 MODES = ("crop", "pad", "stretch")
-LANDSCAPE_SIZE = (1280, 704)  # (width, height) of the reference setting
-PORTRAIT_SIZE = (704, 1280)
-SQUARE_SIZE = (960, 960)  # about the same area as 1280x704
-SQUARE_TOLERANCE = 1.1  # sides within 10% of each other count as square
 _CHUNK = 8  # frames resized at a time, to bound memory for long high-resolution clips
 
 Box = tuple[int, int, int, int]
@@ -122,10 +122,21 @@ class FitInfo:
     padded_frames: int
     crop_box: Box
     content_box: Box
+    start_time: float = 0.0  # source time (s from the file's start) of the first frame used
 
     @property
     def num_frames(self) -> int:
         return self.real_frames + self.padded_frames
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) unfit_video restores: the source's, unless "crop" cut more than the automatic
+        size's few pixels (then the kept region's)."""
+        _, _, kept_w, kept_h = self.crop_box
+        if self.mode != "crop" or aspect_error(kept_w, kept_h, self.source_width, self.source_height) \
+                < NEGLIGIBLE_ASPECT_ERROR:
+            return self.source_width, self.source_height
+        return kept_w, kept_h
 
     @property
     def output_fps(self) -> float:
@@ -138,10 +149,10 @@ class FitInfo:
     @classmethod
     def from_dict(cls, data: dict) -> "FitInfo":
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in names if name not in data and name != "start_time"]
         if missing:
             raise InputError(f"fit info: missing {', '.join(missing)}; expected a dict made by FitInfo.to_dict().")
-        values = {name: data[name] for name in names}
+        values = {name: data[name] for name in names if name in data}
         values["source_indices"] = [int(i) for i in values["source_indices"]]
         values["crop_box"] = tuple(int(v) for v in values["crop_box"])
         values["content_box"] = tuple(int(v) for v in values["content_box"])
@@ -151,46 +162,30 @@ class FitInfo:
 # ---------------------------------------------------------------- planning
 
 def choose_target_size(source_width: int, source_height: int, options: FitOptions) -> tuple[int, int]:
-    """(width, height) to fit to. Both given: used as is. One given: the other follows the source aspect,
-    rounded to a multiple of 32. None: the reference area oriented like the source (1280x704 landscape,
-    704x1280 portrait, 960x960 when the sides are within 10% of each other)."""
-    width, height = options.width, options.height
-    if width is not None and height is not None:
-        return int(width), int(height)
-    if width is not None:
-        return int(width), max(GRID, round(width * source_height / source_width / GRID) * GRID)
-    if height is not None:
-        return max(GRID, round(height * source_width / source_height / GRID) * GRID), int(height)
-    if max(source_width, source_height) < SQUARE_TOLERANCE * min(source_width, source_height):
-        return SQUARE_SIZE
-    return LANDSCAPE_SIZE if source_width > source_height else PORTRAIT_SIZE
+    """(width, height) to fit to: both given, one given (the other from the aspect ratio), or automatic
+    (the grid size nearest the source's aspect at about the trained pixel count; see grid_size)."""
+    return target_size(source_width, source_height, options.width, options.height)
 
 
 def select_frame_indices(num_frames: int, source_fps: float, options: FitOptions) -> tuple[list[int], float]:
-    """Source frame indices to use, and the frame rate they represent.
+    """Source frame indices to use, and the frame rate they represent, for a constant-rate clip
+    (video_timing.plan_frames: nearest frame in time at ``options.fps``, or every Nth frame)."""
+    plan = plan_frames(constant_rate(num_frames, source_fps), options)
+    return plan.indices, plan.fitted_fps
 
-    With ``options.fps``: output frame k shows the source frame nearest to time k / fps after
-    start_frame (ties go to the later frame); frames are repeated when the source rate is lower.
-    With ``frame_stride`` N: every Nth frame from start_frame, at source_fps / N.
-    """
-    start = int(options.start_frame)
-    if start >= num_frames:
-        raise InputError(f"start_frame: {start} is past the end of the video ({num_frames} frames); "
-                         f"expected 0..{num_frames - 1}.")
-    if options.fps is not None:
-        ratio = float(source_fps) / float(options.fps)  # source frames per output frame
-        indices = []
-        limit = math.inf if options.max_frames is None else options.max_frames
-        while len(indices) < limit:
-            # floor(x + 0.5) rounds half up; the epsilon keeps exact ties (e.g. 1.5) from float noise.
-            offset = math.floor(len(indices) * ratio + 0.5 + 1e-6)
-            if start + offset >= num_frames:
-                break
-            indices.append(start + offset)
-        return indices, float(options.fps)
-    stride = int(options.frame_stride or 1)
-    indices = list(range(start, num_frames, stride)[: options.max_frames])  # range slice: lazy; [:None] keeps all
-    return indices, float(source_fps) / stride
+
+def plan_fit(source_width: int, source_height: int, timeline: Timeline, options: FitOptions) -> FitInfo:
+    """Everything about a fit, decided before any pixel is touched: size, boxes and frames."""
+    options.validate()
+    width, height = choose_target_size(source_width, source_height, options)
+    plan = plan_frames(timeline, options)
+    crop_box, content_box = plan_boxes(source_width, source_height, width, height, options.mode)
+    real = len(plan.indices)
+    return FitInfo(mode=options.mode, source_width=int(source_width), source_height=int(source_height),
+                   source_frames=timeline.num_frames, source_fps=timeline.average_fps, width=width, height=height,
+                   fitted_fps=plan.fitted_fps, source_indices=[int(i) for i in plan.indices], real_frames=real,
+                   padded_frames=(real - 1 + 3) // 4 * 4 + 1 - real, crop_box=crop_box, content_box=content_box,
+                   start_time=plan.start_time)
 
 
 def _centre_crop_box(source_width: int, source_height: int, width: int, height: int) -> Box:
@@ -274,8 +269,45 @@ def _check_frames(frames: torch.Tensor, name: str) -> None:
                          "with at least one frame.")
 
 
+def allocate(shape, dtype, what: str) -> torch.Tensor:
+    """torch.empty that reports running out of memory as such, with the size that was asked for."""
+    try:
+        return torch.empty(shape, dtype=dtype)
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+            raise
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        raise InputError(f"out of memory: {what} needs {size / 2**30:.2f} GiB ({' x '.join(map(str, shape))} "
+                         f"{str(dtype).replace('torch.', '')}); use fewer frames or a smaller size.") from None
+
+
+def fitted_video_from(info: FitInfo, frames_of, cropped: bool = False) -> torch.Tensor:
+    """The fitted video [3, F, H, W] in [-1, 1] that ``info`` describes.
+
+    ``frames_of(indices)`` returns the source frames with those indices (uint8 [n, h, w, 3], or float
+    0..1); it is asked a few frames at a time, each frame once, so only a few full-size frames exist at
+    any moment. ``cropped``: the frames are already the crop box (at any size; they are resized to the
+    content box), as the streaming reader delivers them.
+    """
+    real = info.real_frames
+    video = allocate((3, info.num_frames, info.height, info.width), torch.float32,
+                     f"the fitted clip ({info.num_frames} frames of {info.width}x{info.height})")
+    unique, where = np.unique(np.asarray(info.source_indices), return_inverse=True)
+    for chunk_start in range(0, len(unique), _CHUNK):
+        chunk = unique[chunk_start:chunk_start + _CHUNK]
+        picked = _as_tensor(frames_of(chunk), "frames")
+        _check_frames(picked, "frames")
+        picked = _to_signed_unit(picked, "frames").permute(0, 3, 1, 2)
+        crop = (0, 0, picked.shape[3], picked.shape[2]) if cropped else info.crop_box
+        fitted = _map_region(picked, crop, info.content_box, info.width, info.height)
+        for position in np.nonzero((where >= chunk_start) & (where < chunk_start + len(chunk)))[0]:
+            video[:, position] = fitted[where[position] - chunk_start]
+    video[:, real:] = video[:, real - 1:real]
+    return video
+
+
 def fit_video(frames, fps: float, options: FitOptions | None = None) -> tuple[torch.Tensor, FitInfo]:
-    """Fit frames (uint8 [F, H, W, 3], or float 0..1) to the model grid.
+    """Fit frames (uint8 [F, H, W, 3], or float 0..1) at a constant ``fps`` to the model grid.
 
     Returns the video as float32 [3, F', H', W'] in [-1, 1] (F' = 4k+1, H' and W' multiples of 32)
     and the FitInfo that undoes it.
@@ -284,29 +316,12 @@ def fit_video(frames, fps: float, options: FitOptions | None = None) -> tuple[to
     options.validate()
     frames = _as_tensor(frames, "frames")
     _check_frames(frames, "frames")
-    if not fps or not math.isfinite(fps) or fps <= 0:
+    if isinstance(fps, bool) or not _is_number(fps) or not math.isfinite(fps) or fps <= 0:
         raise InputError(f"fps: {fps!r} is invalid; expected the source video's positive frame rate.")
     num_source, source_height, source_width = (int(d) for d in frames.shape[:3])
-    width, height = choose_target_size(source_width, source_height, options)
-    indices, fitted_fps = select_frame_indices(num_source, fps, options)
-    crop_box, content_box = plan_boxes(source_width, source_height, width, height, options.mode)
-    real = len(indices)
-    total = (real - 1 + 3) // 4 * 4 + 1
-
-    video = torch.empty((3, total, height, width), dtype=torch.float32)
-    unique, where = np.unique(np.asarray(indices), return_inverse=True)
-    for chunk_start in range(0, len(unique), _CHUNK):
-        chunk = unique[chunk_start:chunk_start + _CHUNK]
-        picked = _to_signed_unit(frames[torch.from_numpy(chunk)], "frames").permute(0, 3, 1, 2)
-        fitted = _map_region(picked, crop_box, content_box, width, height)
-        for position in np.nonzero((where >= chunk_start) & (where < chunk_start + len(chunk)))[0]:
-            video[:, position] = fitted[where[position] - chunk_start]
-    video[:, real:] = video[:, real - 1:real]
-
-    info = FitInfo(mode=options.mode, source_width=source_width, source_height=source_height,
-                   source_frames=num_source, source_fps=float(fps), width=width, height=height,
-                   fitted_fps=fitted_fps, source_indices=[int(i) for i in indices], real_frames=real,
-                   padded_frames=total - real, crop_box=crop_box, content_box=content_box)
+    info = plan_fit(source_width, source_height, constant_rate(num_source, float(fps)), options)
+    info.source_fps = float(fps)
+    video = fitted_video_from(info, lambda chunk: frames[torch.from_numpy(chunk)])
     return video, info
 
 
@@ -349,7 +364,8 @@ def output_fps(info: FitInfo, frame_rate: str = "model") -> float:
 def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
     """Undo fit_video: drop the repeated frames and map back to uint8 [frames, H, W, 3].
 
-    H x W is the source size for "pad" and "stretch" and the kept region's size for "crop".
+    H x W is ``info.output_size``: the source size, or the kept region's for a "crop" that cut more than
+    the automatic size's few pixels.
     frame_rate "model": the real fitted frames, to write at ``info.output_fps``; "source": resampled
     back to the input's frame rate (nearest frame in time), as many frames as the input had over the
     covered span, to write at ``info.source_fps``.
@@ -360,7 +376,7 @@ def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
         raise InputError(f"video: has {video.shape[1]} frames but the fit used {info.real_frames} real frames; "
                          f"expected at least {info.real_frames} (usually {info.num_frames}).")
     x, y, w, h = info.content_box
-    out_w, out_h = info.crop_box[2], info.crop_box[3]
+    out_w, out_h = info.output_size
     result = np.empty((info.real_frames, out_h, out_w, 3), dtype=np.uint8)
     for start in range(0, info.real_frames, _CHUNK):
         stop = min(start + _CHUNK, info.real_frames)

@@ -1,9 +1,12 @@
-"""Reading and writing videos and still images as uint8 RGB numpy arrays.
+"""Reading and writing whole videos and still images as uint8 RGB numpy arrays.
 
-Videos go through imageio-ffmpeg (its bundled ffmpeg decodes mp4/mov/webm/mkv/avi/gif and
-applies rotation metadata itself); still images and folders of numbered frames go through PIL.
-Every failure a user can cause (missing path, corrupt file, empty video, mixed frame sizes)
-is raised as InputError naming the path and what was expected.
+Video files are probed and decoded by the ffmpeg binary that imageio-ffmpeg ships (video_probe,
+video_decode: every frame once, in presentation order, rotation applied, the rate measured from the
+timestamps); still images and folders of numbered frames go through PIL, their size checked from
+the header before a pixel is decoded. Reading only the frames a fit uses is clip_reader's job; this
+module serves callers that want every frame (training, tests). Every failure a user can cause
+(missing path, corrupt file, empty video, mixed frame sizes, oversized frames) is raised as
+InputError naming the path and what was expected.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic_files import atomic_path
 from .errors import InputError
+from .video_decode import decode_frames
+from .video_probe import MAX_SOURCE_PIXELS, check_source_pixels, probe_video_file
+from .video_timing import timeline_from_probe
 
 logger = logging.getLogger(__name__)
 
@@ -59,23 +65,57 @@ class Video:
 
 # ---------------------------------------------------------------- still images and frame folders
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """One still image as uint8 RGB [H, W, 3].
+_ROTATING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
-    EXIF orientation is applied; transparency is composited on black; greyscale becomes RGB;
-    16-bit images are scaled to 8 bits; animated images give their first frame.
-    """
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of a still image as displayed (EXIF orientation applied), from its header only."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file; expected a {'/'.join(IMAGE_SUFFIXES)} file.")
     try:
         with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb_uint8(image)
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as exc:  # PIL refuses sizes above its own limit before we can look
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = int(pixels.group(1)) if pixels else 0
+        raise InputError(f"{path}: frames of {count / 1e6:.0f} Mpx are larger than the {MAX_SOURCE_PIXELS / 1e6:.0f} "
+                         "Mpx (8192x8192) this reader decodes; scale the image down first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: cannot be read as an image ({exc}); expected a "
                          f"{'/'.join(IMAGE_SUFFIXES)} file.") from None
+    return (height, width) if orientation in _ROTATING_ORIENTATIONS else (width, height)
+
+
+def read_image(path: str | os.PathLike, box=None, reduce_to=None) -> np.ndarray:
+    """One still image as uint8 RGB [H, W, 3].
+
+    EXIF orientation is applied; transparency is composited on black; greyscale becomes RGB;
+    16-bit images are scaled to 8 bits; animated images give their first frame. Images over
+    MAX_SOURCE_PIXELS are refused from their header, before decoding. ``box`` (x, y, w, h) cuts a
+    region; ``reduce_to`` (w, h) averages it down by a whole factor while it stays at least twice that
+    size, so a huge photo costs little memory downstream (the final resize is the caller's).
+    """
+    path = Path(path)
+    check_source_pixels(path, *image_size(path))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if box is not None:
+                x, y, w, h = box
+                image = image.crop((x, y, x + w, y + h))
+            if reduce_to is not None:
+                factor = min(image.size[0] // (2 * reduce_to[0]), image.size[1] // (2 * reduce_to[1]))
+                if factor >= 2:
+                    image = image.reduce(int(factor))
+            return _to_rgb_uint8(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: cannot be read as an image ({exc}); expected a "
+                         f"{'/'.join(IMAGE_SUFFIXES)} file.") from None
+    except MemoryError:
+        raise InputError(f"out of memory: {path} needs more memory to decode than is free.") from None
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -131,68 +171,37 @@ def _read_frame_folder(folder: Path, max_frames: int | None) -> np.ndarray:
 
 # ---------------------------------------------------------------- video files
 
-def _open_ffmpeg_reader(path: Path):
-    """Start decoding; returns (generator positioned after the metadata, metadata)."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = next(reader)
-    except StopIteration:
-        raise InputError(f"{path}: ffmpeg found no video stream; expected a video file.") from None
-    except Exception as exc:  # ffmpeg's stderr explains; keep its last line
-        reader.close()
-        raise InputError(f"{path}: cannot be read as a video ({_ffmpeg_problem(exc)}); expected a readable "
-                         f"{'/'.join(VIDEO_SUFFIXES)} file.") from None
-    return reader, meta
+def _memory_needed(path, frames: int, width: int, height: int) -> None:
+    from .clip_reader import check_memory  # noqa: PLC0415
+
+    check_memory(frames * width * height * 3, f"{path}: decoding {frames} frames of {width}x{height}")
 
 
-# ffmpeg's stderr is long; these phrases in it say what is wrong in words a user can act on.
-_FFMPEG_PROBLEMS = (
-    ("does not contain any stream", "it has no video stream, or one with 0 frames"),
-    ("partial file", "the file is truncated"),
-    ("moov atom not found", "the file is truncated or was never finished (no index)"),
-    ("Invalid data found", "ffmpeg finds no video data it can decode"),
-    ("No such file", "the file cannot be opened"),
-)
-
-
-def _ffmpeg_problem(exc: Exception) -> str:
-    text = str(exc)
-    for phrase, problem in _FFMPEG_PROBLEMS:
-        if phrase in text:
-            return problem
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "===" not in line]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _read_video_file(path: Path, max_frames: int | None) -> tuple[np.ndarray, float, dict]:
-    reader, meta = _open_ffmpeg_reader(path)
-    width, height = meta["size"]  # after ffmpeg's auto-rotation
-    frames = []
-    try:
-        for index, raw in enumerate(reader):
-            if max_frames is not None and index >= max_frames:
-                break
-            frames.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
-    except Exception as exc:
-        raise InputError(f"{path}: decoding failed after {len(frames)} frames ({_ffmpeg_problem(exc)}); "
-                         "expected a complete, uncorrupted video.") from None
-    finally:
-        reader.close()
-    if not frames:
-        raise InputError(f"{path}: the video has 0 frames; expected at least one decodable frame.")
-    return np.stack(frames), float(meta.get("fps") or 0.0), meta
+def _read_video_file(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+    probe = probe_video_file(path, audio=False)
+    timeline = timeline_from_probe(probe)
+    for note in timeline.notes:
+        logger.warning(note)
+    count = probe.num_frames if max_frames is None else min(int(max_frames), probe.num_frames)
+    _memory_needed(path, count, probe.width, probe.height)
+    wanted = list(range(count))
+    found, _ = decode_frames(probe, timeline, wanted, (0, 0, probe.width, probe.height),
+                             (probe.width, probe.height))
+    kept = [found[i] for i in wanted if i in found]
+    if len(kept) < count:
+        logger.warning("%s: %d of its %d frames could not be decoded; they are left out.", path,
+                       count - len(kept), count)
+    return np.stack(kept), timeline.average_fps
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_folder_fps: float = 8.0) -> Video:
-    """Decode a video file, a folder of frames, or a single image (as a 1-frame video).
-
-    ``max_frames`` stops decoding early. ``frame_folder_fps`` is the frame rate given to frame
-    folders and still images, and to video files that state none.
-    """
+    """Decode a video file, a folder of frames, or a single image (as a 1-frame video): every frame, or
+    the first ``max_frames``. The rate of a video file is measured from its frames' timestamps;
+    ``frame_folder_fps`` is the rate of frame folders and still images."""
     path = Path(path)
     if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
         raise InputError(f"max_frames: {max_frames!r} is invalid; expected a positive integer or None.")
-    if not frame_folder_fps or frame_folder_fps <= 0:
+    if not frame_folder_fps or not math.isfinite(frame_folder_fps) or frame_folder_fps <= 0:
         raise InputError(f"frame_folder_fps: {frame_folder_fps!r} is invalid; expected a positive frame rate.")
     if not path.exists():
         raise InputError(f"{path}: no such video file or frame folder.")
@@ -200,43 +209,27 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_fol
         return Video(_read_frame_folder(path, max_frames), float(frame_folder_fps), str(path))
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return Video(read_image(path)[None], float(frame_folder_fps), str(path))
-    frames, fps, meta = _read_video_file(path, max_frames)
-    if fps <= 0:
-        duration = float(meta.get("duration") or 0.0)
-        fps = frames.shape[0] / duration if duration > 0 and max_frames is None else float(frame_folder_fps)
-        logger.warning("%s states no frame rate; using %.3g fps.", path, fps)
+    frames, fps = _read_video_file(path, max_frames)
     return Video(frames, fps, str(path))
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames without keeping them (a video file is decoded once, frames discarded)."""
+    """Number of frames, from the file's packets (nothing is decoded)."""
     return probe_video(path)[0]
 
 
 def probe_video(path: str | os.PathLike, frame_folder_fps: float = 8.0) -> tuple[int, float, int, int]:
-    """(frames, fps, width, height) of a video file, frame folder or image, without keeping pixels."""
+    """(frames, fps, width, height) of a video file, frame folder or image, without decoding pixels."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such video file or frame folder.")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         files = list_frame_files(path) if path.is_dir() else [path]
-        try:
-            with Image.open(files[0]) as image:
-                image = ImageOps.exif_transpose(image)
-                width, height = image.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"{files[0]}: cannot be read as an image ({exc}).") from None
+        width, height = image_size(files[0])
         return len(files), float(frame_folder_fps), int(width), int(height)
-    reader, meta = _open_ffmpeg_reader(path)
-    reader.close()
-    try:
-        frames, _seconds = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except Exception as exc:
-        raise InputError(f"{path}: cannot count frames ({_ffmpeg_problem(exc)}); expected a readable video.") from None
-    if not frames:
-        raise InputError(f"{path}: the video has 0 frames; expected at least one decodable frame.")
-    width, height = meta["size"]
-    return int(frames), float(meta.get("fps") or 0.0), int(width), int(height)
+    probe = probe_video_file(path, audio=False)
+    timeline = timeline_from_probe(probe)
+    return probe.num_frames, timeline.average_fps, probe.width, probe.height
 
 
 # ---------------------------------------------------------------- writing
@@ -271,9 +264,10 @@ def _pad_to_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int = 17) -> Path:
+def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int = 17, audio=None) -> Path:
     """Encode frames (uint8 [F, H, W, 3] or float 0..1) as H.264 yuv420p at ``fps``.
 
+    ``audio`` (audio.SourceAudio or audio.AudioClip) is added, trimmed to the video's length.
     Odd widths/heights get one edge-replicated column/row (see _pad_to_even). The file is written
     under a temporary name in the same folder and renamed when complete, so an interrupted write
     never leaves a partial file under ``path``. Parent folders are created.
@@ -293,14 +287,29 @@ def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int
     if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
         output_params += ["-movflags", "+faststart"]
     with atomic_path(path, keep_suffix=True) as temp:
-        writer = imageio_ffmpeg.write_frames(
-            str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
-            codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-            ffmpeg_log_level="error", output_params=output_params)
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        if temp.stat().st_size == 0:
-            raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
+        if audio is None:
+            _encode(temp, frames, fps, output_params, path)
+            return path
+        from .audio import mux_audio  # noqa: PLC0415
+
+        video_only = temp.with_name(f"{temp.stem}.video{temp.suffix}")  # a .partial name: cleaned up if killed
+        try:
+            _encode(video_only, frames, fps, output_params, path)
+            mux_audio(video_only, temp, audio, len(frames) / float(fps))
+        finally:
+            video_only.unlink(missing_ok=True)
     return path
+
+
+def _encode(temp: Path, frames: np.ndarray, fps, output_params: list[str], path: Path) -> None:
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
+        codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+        ffmpeg_log_level="error", output_params=output_params)
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    if temp.stat().st_size == 0:
+        raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
