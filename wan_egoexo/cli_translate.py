@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 from .batch import is_batch_source, list_clips, parse_shard, run_batch
+from .errors import InputError
 from .model_files import find_model_files
-from .pipeline import load_models, prepare_reference, translate_clip
+from .pipeline import load_models, translate_clip
+from .preflight import check_options, check_run
 from .sampling import SamplingSettings
 from .tasks import get_task
 from .video_fit import FitOptions, summarize
-from .video_io import read_image
 from .windows import WindowOptions
 
 DEMO_NOTICE = ("DEMO: this ran a tiny RANDOMLY INITIALISED model of the real architecture, so the output video "
@@ -40,14 +41,17 @@ def progress_bar():
 
 
 def _options(args, demo: bool):
+    """The run's settings, every numeric option checked by the validators the run itself uses."""
     settings = SamplingSettings(steps=min(args.steps, 4) if demo else args.steps, cfg=args.cfg, shift=args.shift,
                                 solver=args.solver, seed=args.seed)
-    fps = None if args.frame_stride else args.fps
+    fps = None if args.frame_stride or not args.fps else args.fps
+    stride = args.frame_stride or (None if fps else 1)
     frames = args.frames or (9 if demo else None)
     size = (args.width or 64, args.height or 64) if demo else (args.width, args.height)
-    fit = FitOptions(width=size[0], height=size[1], max_frames=frames, fps=fps, frame_stride=args.frame_stride,
-                     start_frame=args.start_frame, mode=args.fit)
-    windows = WindowOptions(args.window, args.overlap, args.ramp, args.window_batch).validate()
+    fit = dict(width=size[0], height=size[1], max_frames=frames, fps=fps, frame_stride=stride,
+               start_frame=args.start_frame, mode=args.fit)
+    windows = WindowOptions(args.window, args.overlap, args.ramp, args.window_batch)
+    fit = check_options(settings, fit, windows, None if args.no_lora else args.lora_strength, args.jobs)
     return settings, fit, windows
 
 
@@ -78,20 +82,6 @@ def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: S
     return dataclasses.replace(plan, **overrides)
 
 
-def _demo_inputs(args, task, work: Path):
-    from PIL import Image  # noqa: PLC0415
-
-    from .tiny.models_folder import build_tiny_models_folder, make_demo_clip, make_demo_image  # noqa: PLC0415
-
-    files = build_tiny_models_folder(work / "models", tasks=[task.name])[task.name]
-    video = args.video or make_demo_clip(work / "demo_input.mp4")
-    reference = args.reference
-    if task.uses_reference and reference is None:
-        reference = work / "demo_reference.png"
-        Image.fromarray(make_demo_image()).save(reference)
-    return files, video, reference, args.out or "worldwander_demo.mp4"
-
-
 def _spawn_jobs(args) -> int:
     """Re-run this command once per job with its own --shard (and GPU when there are GPUs)."""
     argv, skip = [], False
@@ -117,27 +107,57 @@ def _spawn_jobs(args) -> int:
     return max(proc.wait() for proc in procs)
 
 
+def _inputs(args, task, work: Path):
+    """(video, out, reference) of the run; for --demo a generated clip (unless --video) and reference."""
+    if not args.demo:
+        return args.video, args.out, args.reference
+    from PIL import Image  # noqa: PLC0415
+
+    from .tiny.models_folder import make_demo_clip, make_demo_image  # noqa: PLC0415
+
+    video = args.video or make_demo_clip(work / "demo_input.mp4")
+    reference = args.reference
+    if task.uses_reference and reference is None:
+        reference = work / "demo_reference.png"
+        Image.fromarray(make_demo_image()).save(reference)
+    return video, args.out or "worldwander_demo.mp4", reference
+
+
+def _model_files(args, task, work: Path):
+    if args.demo:
+        from .tiny.models_folder import build_tiny_models_folder  # noqa: PLC0415
+
+        return build_tiny_models_folder(work / "models", tasks=[task.name])[task.name]
+    return find_model_files(task, args.models_dir, args.diffusers, args.lora, args.lora_domain,
+                            use_lora=not args.no_lora)
+
+
+def _largest(fit: FitOptions, jobs) -> FitOptions:
+    """The fit with the size of the run's largest planned clip (for the memory plan)."""
+    biggest = max(jobs, key=lambda job: job.fit.width * job.fit.height).fit
+    return dataclasses.replace(fit, width=biggest.width, height=biggest.height)
+
+
 def run_translate(args) -> int:
     task = get_task(args.task)
-    if args.jobs > 1 and not args.demo:
-        return _spawn_jobs(args)
     settings, fit, windows = _options(args, args.demo)
+    if not args.demo and (not args.video or not args.out):
+        print("error: translate needs --video and --out (or --demo)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="wan_egoexo_demo_") as work:
-        if args.demo:
-            files, video, reference, out = _demo_inputs(args, task, Path(work))
-            device, dtype = "cpu", "fp32"
-        else:
-            if not args.video or not args.out:
-                print("error: translate needs --video and --out (or --demo)", file=sys.stderr)
-                return 2
-            files = find_model_files(task, args.models_dir, args.diffusers, args.lora, args.lora_domain,
-                                     use_lora=not args.no_lora)
-            video, reference, out, device, dtype = args.video, args.reference, args.out, args.device, args.dtype
+        video, out, reference = _inputs(args, task, Path(work))
         batch = not args.demo and is_batch_source(video)
-        if not batch:
-            reference_image = read_image(reference) if reference else None
-            prepare_reference(task, reference_image, 32, 32)  # fail before loading the models
-        plan = memory_plan(args, task, fit, windows, settings, device)
+        if args.jobs > 1 and not batch:
+            raise InputError(f"jobs: --jobs {args.jobs} splits a batch (--video a folder or .txt list) over "
+                             "processes; a single clip runs in one process.")
+        clips = list_clips(video) if batch else [Path(video)]
+        shard = parse_shard(args.shard) if batch and args.jobs == 1 else (0, 1)
+        jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard)
+        if args.jobs > 1:
+            return _spawn_jobs(args)  # every clip checked above; each process checks its own shard again
+        files = _model_files(args, task, Path(work))
+        device, dtype = ("cpu", "fp32") if args.demo else (args.device, args.dtype)
+        plan = memory_plan(args, task, _largest(fit, jobs) if jobs else fit, windows, settings, device)
         models = load_models(files, task, args.prompt, args.negative_prompt, settings.cfg, args.lora_strength,
                              device, dtype, plan.attention, plan=plan, prompt_cache_dir=args.prompt_cache)
         on = [name for name in ("compact_modulation", "vae_tiling", "block_offload", "fp8_weights", "prompt_cache",
@@ -145,21 +165,21 @@ def run_translate(args) -> int:
         print(f"memory plan on {plan.device}: {', '.join(on) or 'defaults'}; attention {plan.attention}; "
               f"text encoder on {plan.text_encoder_device}")
 
-        def translate_one(clip, out_path, reference_path):
-            image = read_image(reference_path) if reference_path else None
+        def translate_one(job):
             start = time.perf_counter()
-            result = translate_clip(models, clip, out_path, image, fit, settings, args.positions, windows,
-                                    args.output_rate, progress_bar())
+            result = translate_clip(models, job.source, job.out, job.reference, fit, settings, args.positions,
+                                    windows, args.output_rate, progress_bar(), audio=not args.no_audio)
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+            sound = "no audio" if args.no_audio or job.source.audio is None else "with the source's audio"
             print(f"input: {summarize(result.fit)}")
-            print(f"wrote {out_path}: {len(result.frames)} frames at {result.fps:g} fps in "
-                  f"{time.perf_counter() - start:.1f}s ({stages})")
+            print(f"wrote {job.out}: {len(result.frames)} frames at {result.fps:g} fps ({result.seconds:.2f} s, "
+                  f"{sound}) in {time.perf_counter() - start:.1f}s ({stages})")
 
         if batch:
-            report = run_batch(list_clips(video), out, translate_one, task.name, parse_shard(args.shard), reference)
+            report = run_batch(jobs, translate_one, skipped)
             print(report.summary())
-            return 1 if report.failed else 0
-        translate_one(video, out, reference)
+            return report.exit_code
+        translate_one(jobs[0])
     if args.demo:
         print(DEMO_NOTICE)
     return 0
