@@ -1,5 +1,6 @@
-"""Video nodes: loading a clip fitted to the model grid, decoding the sampled latents back to the
-input's size, and saving an h264 mp4 that both the 2024 and the current ComfyUI frontend show.
+"""Video nodes: loading a clip fitted to the model grid (with its sound), decoding the sampled latents
+back to the input's size, and saving an h264 mp4 (with optional sound) that both the 2024 and the
+current ComfyUI frontend show.
 """
 
 from __future__ import annotations
@@ -7,15 +8,31 @@ from __future__ import annotations
 import os
 import secrets
 
-from wan_egoexo.comfy_interop import (DEFAULT_FPS, check_image_batch, latent_samples, read_fitted_clip,
-                                      restore_frames, video_to_image_batch, write_preview_gif)
+from wan_egoexo.comfy_interop import (DEFAULT_FPS, check_image_batch, latent_samples, restore_frames,
+                                      video_to_image_batch, write_preview_gif)
 from wan_egoexo.errors import InputError
 from wan_egoexo.video_fit import MODES, FitOptions
 
 from . import host
 from .handles import FIT, VAE
+from .input_files import check_output_path, input_file_path, input_file_problem, input_videos
 
 CATEGORY = "WorldWander/video"
+MAX_SIDE = 2048  # 2048x2048 is 4.5x the trained pixel count: the largest a run on one big GPU affords
+MAX_FRAMES = 1001  # 4k+1; about two minutes at 8 fps (sliding windows); 0 = the whole clip, checked for memory
+MAX_FPS = 60.0
+
+
+def range_problem(node, name: str, value) -> str | None:
+    """ComfyUI's own min/max rule for input ``name`` of ``node``, for inputs VALIDATE_INPUTS takes over
+    (ComfyUI skips its range check for those)."""
+    spec = node.INPUT_TYPES()["required"][name][1]
+    low, high = spec.get("min"), spec.get("max")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return f"{name}: {value!r} is not a number; expected {low}..{high}."
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"{name}: {value!r} is out of range; expected {low}..{high}."
+    return None
 
 
 def fit_options(width, height, frames, fps, frame_stride, start_frame, fit) -> FitOptions:
@@ -28,37 +45,42 @@ def fit_options(width, height, frames, fps, frame_stride, start_frame, fit) -> F
 
 
 class WorldWanderLoadVideo:
-    DESCRIPTION = ("Loads a video from ComfyUI's input folder and fits it to the model grid: frames picked at fps "
-                   "(or every Nth), 4k+1 of them, sides multiples of 32 by crop, pad or stretch.")
+    DESCRIPTION = ("Loads a video from ComfyUI's input folder and fits it to the model grid: frames picked by "
+                   "their timestamps at fps (or every Nth), 4k+1 of them, sides multiples of 32 by crop, pad or "
+                   "stretch; only the frames used are decoded. Also returns the clip's sound for that span.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", FIT, "FLOAT")
-    RETURN_NAMES = ("frames", "fit", "fps")
+    RETURN_TYPES = ("IMAGE", FIT, "FLOAT", "AUDIO")
+    RETURN_NAMES = ("frames", "fit", "fps", "audio")
     OUTPUT_TOOLTIPS = ("The fitted frames (0..1), the source for WorldWander In-Context.",
                        "How the clip was fitted; WorldWander Decode uses it to restore the input's size.",
-                       "The frame rate of the fitted frames (for saving).")
+                       "The frame rate of the fitted frames (for saving).",
+                       "The clip's sound over the span the frames cover (connect it to WorldWander Save Video); "
+                       "None when the clip has no audio track.")
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "video": (host.input_videos(), {
+            "video": (input_videos(), {
                 "video_upload": True,
                 "tooltip": "A video in ComfyUI's input folder (mp4, mov, webm, mkv, avi, gif); upload one here."}),
             "width": ("INT", {
-                "default": 0, "min": 0, "max": 4096, "step": 32,
-                "tooltip": "Width to fit to, a multiple of 32. 0 = automatic (1280x704 landscape, 704x1280 "
-                           "portrait, 960x960 square, or from height and the aspect ratio)."}),
+                "default": 0, "min": 0, "max": MAX_SIDE, "step": 32,
+                "tooltip": "Width to fit to, a multiple of 32. 0 = automatic: the grid size nearest the clip's "
+                           "aspect ratio at about 1280x704 pixels (1248x704 for 16:9), or from height and the "
+                           "aspect ratio."}),
             "height": ("INT", {
-                "default": 0, "min": 0, "max": 4096, "step": 32,
+                "default": 0, "min": 0, "max": MAX_SIDE, "step": 32,
                 "tooltip": "Height to fit to, a multiple of 32. 0 = automatic (see width)."}),
             "frames": ("INT", {
-                "default": 49, "min": 0, "max": 100_001, "step": 1,
+                "default": 49, "min": 0, "max": MAX_FRAMES, "step": 1,
                 "tooltip": "Number of frames, 4k+1 (49 as trained), or 0 for the whole clip (set the sampler's "
                            "window for clips longer than 49). A shorter clip repeats its last frame, and the "
                            "repeats are dropped again on decoding."}),
             "fps": ("FLOAT", {
-                "default": 8.0, "min": 0.0, "max": 240.0, "step": 0.5,
-                "tooltip": "Resample to this frame rate (nearest source frame; 8 as trained). "
+                "default": 8.0, "min": 0.0, "max": MAX_FPS, "step": 0.5,
+                "tooltip": "Resample to this frame rate by the frames' timestamps (nearest source frame in time; "
+                           "8 as trained), so variable-rate phone clips keep their timing. "
                            "0 = no resampling: take every frame_stride-th frame."}),
             "frame_stride": ("INT", {
                 "default": 1, "min": 1, "max": 1000,
@@ -73,27 +95,37 @@ class WorldWanderLoadVideo:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video, width=None, height=None, frames=None, fps=None, frame_stride=None,
-                        start_frame=None, fit=None):
-        if not host.input_file_exists(video):
-            return f"video: {video!r} is not in ComfyUI's input folder; upload a video or pick one from the list."
-        values = (width, height, frames, fps, frame_stride, start_frame, fit)
-        if all(value is not None for value in values):  # inputs fed by links are checked when the node runs
+    def VALIDATE_INPUTS(cls, video, width=None, height=None, frames=None, fps=None, frame_stride=None):
+        """Only the inputs with rules beyond a range are taken (ComfyUI checks the others' ranges and
+        choices itself); their ranges are checked here, as ComfyUI skips them for taken inputs."""
+        problem = input_file_problem(video)
+        if problem:
+            return problem
+        values = {"width": width, "height": height, "frames": frames, "fps": fps, "frame_stride": frame_stride}
+        for name, value in values.items():
+            if value is not None and (problem := range_problem(cls, name, value)):
+                return problem
+        if all(value is not None for value in values.values()):  # inputs fed by links are checked when run
             try:
-                fit_options(*values)
+                fit_options(width, height, frames, fps, frame_stride, 0, "crop")
             except InputError as exc:
                 return str(exc)
         return True
 
     @classmethod
     def IS_CHANGED(cls, video, **_):
-        path = host.input_file_path(video)
-        return os.path.getmtime(path) if os.path.exists(path) else ""
+        if input_file_problem(video):
+            return ""
+        return os.path.getmtime(input_file_path(video))
 
     def load(self, video, width, height, frames, fps, frame_stride, start_frame, fit):
+        from wan_egoexo.audio import to_comfy_audio  # noqa: PLC0415
+        from wan_egoexo.clip_reader import read_fitted_clip  # noqa: PLC0415
+
         options = fit_options(width, height, frames, fps, frame_stride, start_frame, fit)
-        fitted, info = read_fitted_clip(host.input_file_path(video), options)
-        return (video_to_image_batch(fitted), info, float(info.output_fps))
+        clip = read_fitted_clip(input_file_path(video), options)
+        audio = to_comfy_audio(clip.audio_samples())
+        return (video_to_image_batch(clip.video), clip.info, float(clip.info.output_fps), audio)
 
 
 class WorldWanderDecode:
@@ -136,23 +168,34 @@ class WorldWanderSaveVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "images": ("IMAGE", {"tooltip": "The frames to save, e.g. from WorldWander Decode."}),
-            "fps": ("FLOAT", {
-                "default": 8.0, "min": 0.01, "max": 240.0, "step": 0.5,
-                "tooltip": "Frame rate of the file; connect WorldWander Decode's fps to keep the source timing."}),
-            "filename_prefix": ("STRING", {
-                "default": "WorldWander",
-                "tooltip": "File name prefix in the output folder; may hold a subfolder (e.g. video/WorldWander)."}),
-        }}
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames to save, e.g. from WorldWander Decode."}),
+                "fps": ("FLOAT", {
+                    "default": 8.0, "min": 0.01, "max": 240.0, "step": 0.5,
+                    "tooltip": "Frame rate of the file; connect WorldWander Decode's fps to keep the source "
+                               "timing."}),
+                "filename_prefix": ("STRING", {
+                    "default": "WorldWander",
+                    "tooltip": "File name prefix in the output folder; may hold a subfolder (e.g. "
+                               "video/WorldWander)."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Sound to put in the file (e.g. WorldWander Load Video's audio, or "
+                                               "any ComfyUI audio node), trimmed to the video's length."}),
+            },
+        }
 
-    def save(self, images, fps, filename_prefix):
+    def save(self, images, fps, filename_prefix, audio=None):
+        from wan_egoexo.audio import from_comfy_audio  # noqa: PLC0415
         from wan_egoexo.video_io import write_video  # noqa: PLC0415
 
         check_image_batch(images, "images")
+        sound = from_comfy_audio(audio, "audio")
         height, width = int(images.shape[1]), int(images.shape[2])
         path, name, subfolder = host.output_file(filename_prefix, width, height, ".mp4")
-        write_video(path, images, float(fps))
+        check_output_path(path)
+        write_video(path, images, float(fps), audio=sound)
         # The 2024 frontend shows output files as <img>, the current one plays "animated" video files:
         # the GIF is for the former (the latter's <video> skips it), the mp4 for the latter (<img> skips it).
         preview = f"{os.path.splitext(name)[0]}preview_{secrets.token_hex(3)}.gif"

@@ -192,7 +192,7 @@ def exo2ego_inputs(nodes, fit="crop"):
     """(model, vae, text, fit, context) of the exo2ego graph up to the sampler."""
     model, vae, encoder = load_models(nodes)
     text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
-    frames, fit_info, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit=fit, **SIZE)
+    frames, fit_info, _, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit=fit, **SIZE)
     context = run(nodes, "WorldWanderInContext", vae, "exo2ego", frames, "collaborative", fit=fit_info)[0]
     return model, vae, text, fit_info, context
 
@@ -216,7 +216,7 @@ def test_importing_the_pack_loads_neither_comfyui_nor_diffusers():
 def test_every_node_is_registered_documented_and_namespaced(host, nodes):
     pack = load_pack()
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
-    builtin = {"IMAGE", "LATENT", "CONDITIONING", "FLOAT", "INT", "STRING",
+    builtin = {"IMAGE", "LATENT", "CONDITIONING", "FLOAT", "INT", "STRING", "AUDIO",
                "MODEL", "VAE", "SAMPLER", "SIGMAS", "NOISE"}  # the native nodes work on ComfyUI's own types
     for key, cls in nodes.items():
         assert key == cls.__name__ and key.startswith("WorldWander")
@@ -274,7 +274,7 @@ def test_missing_and_wrong_model_files_name_the_file_and_input(host, models_dir,
 def test_exo2ego_graph_matches_the_core_pipeline(host, nodes, models_dir, lora_calls):
     model, vae, encoder = load_models(nodes)
     text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "  ", "")[0]
-    frames, fit, fps = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    frames, fit, fps, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
     assert frames.shape == (9, 64, 64, 3) and fps == 8.0
     context = run(nodes, "WorldWanderInContext", vae, "exo2ego", frames, "collaborative", fit=fit)[0]
     latent = run(nodes, "WorldWanderSampler", model, context, text, **sampler_args())[0]
@@ -306,7 +306,7 @@ def test_ego2exo_needs_a_reference_at_validation_and_at_run_time(host, nodes):
     assert in_context.VALIDATE_INPUTS("exo2ego") is True
     assert "task" in in_context.VALIDATE_INPUTS("sideways")
     _, vae, _ = load_models(nodes)
-    frames, fit, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    frames, fit, _, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
     with pytest.raises(InputError, match="^reference: the ego2exo task needs a reference image"):
         run(nodes, "WorldWanderInContext", vae, "ego2exo", frames, "collaborative", fit=fit)
     reference = torch.rand(1, 48, 40, 3)
@@ -317,7 +317,7 @@ def test_ego2exo_needs_a_reference_at_validation_and_at_run_time(host, nodes):
 def test_text_task_must_match_the_context(host, nodes, lora_calls):
     model, vae, encoder = load_models(nodes)
     text = run(nodes, "WorldWanderTextEncode", encoder, "exo2ego", "", "")[0]
-    frames, fit, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
+    frames, fit, _, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
     context = run(nodes, "WorldWanderInContext", vae, "ego2exo", frames, "uniform", torch.rand(1, 32, 32, 3))[0]
     with pytest.raises(InputError, match="^text: was encoded with the exo2ego prompt but the context is ego2exo"):
         run(nodes, "WorldWanderSampler", model, context, text, **sampler_args())
