@@ -151,15 +151,22 @@ def _run_convert(args) -> int:
     return 0
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a message comes (it may have been replaced since)."""
+
+    def emit(self, record) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _show_warnings() -> None:
-    """The core's warnings (assumed timestamps, truncated files) reach the terminal as "warning: ..."."""
+    """The core's warnings (assumed timestamps, truncated files) reach the terminal as "WARNING: ..."."""
     logger = logging.getLogger("wan_egoexo")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, _Stderr) for handler in logger.handlers):
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
-        logger.propagate = False
 
 
 def main(argv=None) -> int:
