@@ -66,7 +66,7 @@ def test_other_input_rates_keep_duration_and_count(models):
     assert np.array_equal(result.frames[-1], model_rate.frames[-1])
 
 
-def test_batch_resumes_and_reports_bad_clip(models, tmp_path, capsys):
+def test_batch_refuses_bad_clips_up_front_then_resumes(models, tmp_path, capsys, monkeypatch):
     root = models[0]
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -77,13 +77,31 @@ def test_batch_resumes_and_reports_bad_clip(models, tmp_path, capsys):
     args = ["translate", "--task", "exo2ego", "--video", str(clips), "--out", str(out), "--models-dir", str(root),
             "--width", "64", "--height", "64", "--steps", "1"]
     assert cli.main(args) == 1
-    text = capsys.readouterr().out
-    assert "2 translated, 0 skipped" in text and "1 failed" in text and "broken.mp4" in text
+    assert "broken.mp4: cannot be read as a video" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # refused before anything ran
+    (clips / "broken.mp4").unlink()
+    assert cli.main(args) == 0
+    assert "2 translated, 0 skipped" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["a_exo2ego.mp4", "b_exo2ego.mp4"]
     first = (out / "a_exo2ego.mp4").stat().st_mtime_ns
+    (out / "b_exo2ego.mp4").unlink()
+
+    # a clip that fails while running is recorded and the batch goes on
+    import wan_egoexo.cli_translate as cli_translate
+    real = cli_translate.translate_clip
+
+    def failing(models, source, out_path, *args, **kwargs):
+        if source.path.name == "b.mp4":
+            raise InputError("b.mp4: out of memory in the sampler (simulated)")
+        return real(models, source, out_path, *args, **kwargs)
+
+    monkeypatch.setattr(cli_translate, "translate_clip", failing)
     assert cli.main(args) == 1
-    assert "0 translated, 2 skipped" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "0 translated, 1 skipped (output exists), 1 failed" in text and "FAILED" in text and "simulated" in text
     assert (out / "a_exo2ego.mp4").stat().st_mtime_ns == first
+    monkeypatch.setattr(cli_translate, "translate_clip", real)
+    assert cli.main(args) == 0
     assert read_video(out / "b_exo2ego.mp4").num_frames == 9
 
 

@@ -14,7 +14,7 @@ from .batch import is_batch_source, list_clips, parse_shard, run_batch
 from .errors import InputError
 from .model_files import find_model_files
 from .pipeline import load_models, translate_clip
-from .preflight import check_options, check_run
+from .preflight import Problems, check_options, check_run
 from .sampling import SamplingSettings
 from .tasks import get_task
 from .video_fit import FitOptions, summarize
@@ -40,8 +40,9 @@ def progress_bar():
     return callback
 
 
-def _options(args, demo: bool):
-    """The run's settings, every numeric option checked by the validators the run itself uses."""
+def _options(args, demo: bool, problems: Problems):
+    """The run's settings, every numeric option checked by the validators the run itself uses (problems are
+    added to ``problems``; the fit is None when its options are invalid)."""
     settings = SamplingSettings(steps=min(args.steps, 4) if demo else args.steps, cfg=args.cfg, shift=args.shift,
                                 solver=args.solver, seed=args.seed)
     fps = None if args.frame_stride or not args.fps else args.fps
@@ -51,7 +52,7 @@ def _options(args, demo: bool):
     fit = dict(width=size[0], height=size[1], max_frames=frames, fps=fps, frame_stride=stride,
                start_frame=args.start_frame, mode=args.fit)
     windows = WindowOptions(args.window, args.overlap, args.ramp, args.window_batch)
-    fit = check_options(settings, fit, windows, None if args.no_lora else args.lora_strength, args.jobs)
+    fit = check_options(settings, fit, windows, None if args.no_lora else args.lora_strength, args.jobs, problems)
     return settings, fit, windows
 
 
@@ -140,7 +141,8 @@ def _largest(fit: FitOptions, jobs) -> FitOptions:
 
 def run_translate(args) -> int:
     task = get_task(args.task)
-    settings, fit, windows = _options(args, args.demo)
+    problems = Problems()
+    settings, fit, windows = _options(args, args.demo, problems)
     if not args.demo and (not args.video or not args.out):
         print("error: translate needs --video and --out (or --demo)", file=sys.stderr)
         return 2
@@ -152,7 +154,7 @@ def run_translate(args) -> int:
                              "processes; a single clip runs in one process.")
         clips = list_clips(video) if batch else [Path(video)]
         shard = parse_shard(args.shard) if batch and args.jobs == 1 else (0, 1)
-        jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard)
+        jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard, problems)
         if args.jobs > 1:
             return _spawn_jobs(args)  # every clip checked above; each process checks its own shard again
         files = _model_files(args, task, Path(work))

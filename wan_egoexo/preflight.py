@@ -88,10 +88,12 @@ def check_writable_folder(folder, name: str) -> None:
 
 
 def check_options(settings: SamplingSettings, fit: dict, windows: WindowOptions, lora_strength: float | None = None,
-                  jobs: int = 1) -> FitOptions:
-    """Every numeric option, with the validators the run itself uses (one copy of each rule); all problems are
-    reported together. ``fit``: the FitOptions fields; returns the FitOptions."""
-    problems = Problems()
+                  jobs: int = 1, problems: Problems | None = None) -> FitOptions | None:
+    """Every numeric option, with the validators the run itself uses (one copy of each rule). ``fit``: the
+    FitOptions fields; returns the FitOptions (None when invalid). Problems are added to ``problems``, or
+    raised at once when none is given."""
+    given = problems
+    problems = problems if problems is not None else Problems()
     problems.check(settings.validate)
     options = problems.check(FitOptions, **fit)
     problems.check(windows.validate)
@@ -101,13 +103,17 @@ def check_options(settings: SamplingSettings, fit: dict, windows: WindowOptions,
         problems.check(_check_strength, lora_strength)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         problems.add(f"jobs: {jobs!r} is invalid; expected a whole number of processes >= 1.")
-    problems.raise_if_any("the options")
+    if given is None:
+        problems.raise_if_any("the options")
     return options
 
 
-def plan_clip(path, fit: FitOptions, input_fps: float | None) -> tuple[ClipSource, FitInfo]:
-    """Probe a clip and plan its fit: readable, has video, has a frame at the start frame, fits in memory."""
+def plan_clip(path, fit: FitOptions | None, input_fps: float | None) -> tuple[ClipSource, FitInfo] | None:
+    """Probe a clip and plan its fit: readable, has video, has a frame at the start frame, fits in memory.
+    Without valid fit options only the first of these is checked (and None returned)."""
     source = open_clip(path, input_fps)
+    if fit is None:
+        return None
     info = plan_fit(source.width, source.height, source.timeline, fit)
     check_memory(fitted_bytes(info), f"{path}: fitting {info.num_frames} frames of {info.width}x{info.height}")
     if source.kind == "frames":
@@ -138,14 +144,16 @@ def load_reference(task, path) -> np.ndarray | None:
 
 # ---------------------------------------------------------------- a whole run
 
-def check_run(task, clips: list[Path], out, fit: FitOptions, input_fps: float | None = None, reference=None,
-              batch: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[list[Job], list[Path]]:
+def check_run(task, clips: list[Path], out, fit: FitOptions | None, input_fps: float | None = None, reference=None,
+              batch: bool = False, shard: tuple[int, int] = (0, 1), problems: Problems | None = None
+              ) -> tuple[list[Job], list[Path]]:
     """Check a run before anything loads; (jobs to run, clips skipped because their output exists).
 
     ``clips``: the one clip, or the batch's whole list (its outputs are named from the whole list, so
-    every shard names them alike); ``out``: the output file, or the batch's output folder.
+    every shard names them alike); ``out``: the output file, or the batch's output folder; ``problems``:
+    those found so far (the options'), reported with the run's.
     """
-    problems = Problems()
+    problems = problems if problems is not None else Problems()
     if batch:
         problems.check(check_writable_folder, out, "out")
         if Path(out).is_file():
@@ -169,5 +177,5 @@ def check_run(task, clips: list[Path], out, fit: FitOptions, input_fps: float | 
             references[key] = problems.check(load_reference, task, image_path)
         if planned is not None:
             jobs.append(Job(planned[0], planned[1], outputs[clip], references[key]))
-    problems.raise_if_any(f"{len(mine)} clip(s)" if batch else str(clips[0]))
+    problems.raise_if_any(f"{len(mine)} clip(s)" if batch else "the run")
     return jobs, skipped

@@ -1,0 +1,151 @@
+"""Every bad input of a run fails before any model file is opened (the loaders are replaced by ones that
+fail the test if called), with an error that names the input and the rule; a batch lists every problem."""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import wan_egoexo.clip_reader as clip_reader
+import wan_egoexo.pipeline as pipeline
+from media_tools import FFMPEG, constant_times, make_clip
+from wan_egoexo import cli
+from wan_egoexo.tiny.models_folder import build_tiny_models_folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_models_folder(root)
+    return root
+
+
+@pytest.fixture
+def no_model_may_load(monkeypatch):
+    """Every way the run opens a model file fails the test."""
+    import safetensors
+    import torch
+
+    def opened(*args, **kwargs):
+        raise AssertionError(f"a model file was opened before the inputs were checked: {args[:1]}")
+
+    for name in ("load_vae", "load_transformer", "load_text_encoder", "encode_prompts_cached"):
+        monkeypatch.setattr(pipeline, name, opened)
+    monkeypatch.setattr(safetensors, "safe_open", opened)
+    monkeypatch.setattr(torch, "load", opened)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clip") / "ten.mp4", constant_times(10, 8.0))
+
+
+def run(models, *args):
+    return cli.main(["translate", "--models-dir", str(models), "--width", "32", "--height", "32", *args])
+
+
+def failure(models, capsys, *args) -> str:
+    assert run(models, *args) == 1
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("output container", ["--out", "{tmp}/x.avi"], r"out: \S+x\.avi cannot hold H\.264 video \(\.avi\)"),
+    ("output under a file", ["--out", "{clip}/x.mp4"], r"out: \S+ten\.mp4 is a file, so \S+ cannot be created"),
+    ("missing clip", ["--video", "{tmp}/gone.mp4"], r"gone\.mp4: no such video file"),
+    ("start frame", ["--start-frame", "10"], r"start_frame: 10 is past the end of the video \(10 frames\)"),
+    ("4k+1 frames", ["--frames", "48"], r"max_frames: 48 is not of the form 4k\+1"),
+    ("grid width", ["--width", "100"], r"width: 100 is not a positive multiple of 32; nearest valid values: 96 or 128"),
+    ("window overlap", ["--window", "4", "--overlap", "4"], r"window overlap: expected 0 <= overlap < window length"),
+    ("stray reference", ["--reference", "{clip}"], r"reference: the exo2ego task uses no reference image"),
+])
+def test_bad_inputs_fail_before_any_model_loads(models, clip, tmp_path, capsys, no_model_may_load, case, args,
+                                                message):
+    values = {"tmp": tmp_path, "clip": clip}
+    args = [arg.format(**values) for arg in args]
+    defaults = {"--video": str(clip), "--out": str(tmp_path / "out.mp4")}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args += [flag, value]
+    err = failure(models, capsys, *args)
+    assert re.search(message, err), err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_clips_that_are_not_videos(models, tmp_path, capsys, no_model_may_load):
+    audio_only = tmp_path / "voice.m4a"
+    subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 9000)).save(huge)
+    out = str(tmp_path / "o.mp4")
+    assert "voice.m4a: has no readable video stream (ffmpeg finds audio)" in failure(models, capsys, "--video",
+                                                                                    str(audio_only), "--out", out)
+    assert "garbage.mp4: cannot be read as a video" in failure(models, capsys, "--video", str(garbage), "--out", out)
+    assert "huge.png: frames of 9000x9000 (81 Mpx) are larger than the 67 Mpx" in failure(
+        models, capsys, "--video", str(huge), "--out", out)
+
+
+def test_reference_checks(models, clip, tmp_path, capsys, no_model_may_load):
+    out = str(tmp_path / "o.mp4")
+    err = failure(models, capsys, "--task", "ego2exo", "--video", str(clip), "--out", out)
+    assert "reference: the ego2exo task needs a reference image" in err
+    fake = tmp_path / "me.png"
+    fake.write_text("not an image")
+    err = failure(models, capsys, "--task", "ego2exo", "--video", str(clip), "--out", out, "--reference", str(fake))
+    assert "me.png: cannot be read as an image" in err
+
+
+def test_every_problem_is_listed_at_once(models, clip, tmp_path, capsys, no_model_may_load):
+    err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "x.gif"), "--start-frame", "99",
+                  "--frames", "48", "--overlap", "20")
+    assert "problems" in err
+    for rule in ("max_frames: 48", "window overlap", "x.gif cannot hold H.264"):
+        assert rule in err, err
+
+
+def test_a_batch_lists_every_bad_clip_before_loading(models, tmp_path, capsys, no_model_may_load):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "good.mp4", constant_times(9, 8.0))
+    (clips / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    make_clip(clips / "short.mp4", constant_times(3, 8.0))
+    err = failure(models, capsys, "--video", str(clips), "--out", str(tmp_path / "out"), "--start-frame", "5")
+    assert "problems with 3 clip(s)" in err
+    assert "broken.mp4: cannot be read as a video" in err
+    assert "start_frame: 5 is past the end of the video (3 frames)" in err
+    assert "good.mp4" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_numbers_are_finite_and_in_range_at_parse_time(models, clip, tmp_path, capsys):
+    for flag, value in (("--jobs", "0"), ("--cfg", "nan"), ("--cfg", "inf"), ("--shift", "-inf"),
+                        ("--steps", "0"), ("--fps", "1e9"), ("--lora-strength", "nan"), ("--input-fps", "0")):
+        with pytest.raises(SystemExit) as stop:
+            run(models, "--video", str(clip), "--out", str(tmp_path / "o.mp4"), f"{flag}={value}")
+        assert stop.value.code == 2
+        assert f"argument {flag}: '{value}' is invalid; expected a" in capsys.readouterr().err
+
+
+def test_a_fit_that_needs_more_memory_than_is_free_is_refused_with_the_size(models, clip, tmp_path, capsys,
+                                                                             no_model_may_load, monkeypatch):
+    monkeypatch.setattr(clip_reader, "available_memory", lambda: 1000)
+    err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
+    assert "out of memory" in err and "GiB but only 0.00 GiB are free" in err
+
+
+def test_help_shows_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["translate", "--help"])
+    text = capsys.readouterr().out
+    blocks = {match.group(1): " ".join(match.group(2).split())  # each option's help, up to the next option
+              for match in re.finditer(r"^  (--[\w-]+)[^\n]*?(?:\n|  )(.*?)(?=^  -|^\S|\Z)", text, re.M | re.S)}
+    for option, default in (("--steps", "50"), ("--cfg", "5.0"), ("--shift", "5.0"), ("--seed", "1234"),
+                            ("--fit", "crop"), ("--solver", "unipc"), ("--fps", "8.0"), ("--window", "13"),
+                            ("--overlap", "4"), ("--output-rate", "source"), ("--jobs", "1"), ("--frames", "0")):
+        assert blocks[option].count("default") == 1 and f"(default: {default})" in blocks[option], blocks[option]
+    assert all(block.count("default") <= 1 for block in blocks.values())
+    assert "--demo --video CLIP" in " ".join(text.split())
