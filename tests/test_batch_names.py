@@ -41,7 +41,7 @@ def test_clips_sharing_a_stem_get_distinct_outputs(models, tmp_path, capsys):
 
 def test_names_that_still_clash_are_an_error_naming_both(tmp_path):
     first, second = tmp_path / "a" / "walk.mp4", tmp_path / "b" / "walk.mp4"
-    with pytest.raises(InputError, match=r"a/walk\.mp4 and \S+b/walk\.mp4 would both write walk_exo2ego\.mp4"):
+    with pytest.raises(InputError, match=r"a/walk\.mp4 and \S+b/walk\.mp4 would both write walk_mp4_exo2ego\.mp4"):
         output_paths([first, second], tmp_path / "out", "exo2ego")
     # names differing only in case clash on macOS and Windows
     outputs = output_paths([Path("Walk.mp4"), Path("walk.MOV")], tmp_path, "exo2ego")
