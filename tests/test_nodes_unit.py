@@ -415,11 +415,12 @@ def test_load_video_lists_only_videos_and_checks_its_widgets(host, nodes):
     (host.input / "notes.txt").write_text("x")
     load = nodes["WorldWanderLoadVideo"]
     assert load.INPUT_TYPES()["required"]["video"][0] == [CLIP]
-    values = dict(width=0, height=0, frames=49, fps=8.0, frame_stride=1, start_frame=0, fit="crop")
+    values = dict(width=0, height=0, frames=49, fps=8.0, frame_stride=1)  # start_frame, fit: ComfyUI checks them
     assert load.VALIDATE_INPUTS(CLIP, **values) is True
     assert "not in ComfyUI's input folder" in load.VALIDATE_INPUTS("missing.mp4", **values)
     assert "4k+1" in load.VALIDATE_INPUTS(CLIP, **{**values, "frames": 48})
     assert load.VALIDATE_INPUTS(CLIP, **{**values, "frame_stride": 2}).startswith("frame_stride: 2 is only used")
+    assert load.VALIDATE_INPUTS(CLIP, **{**values, "width": 16384}) == "width: 16384 is out of range; expected 0..2048."
     assert load.VALIDATE_INPUTS(CLIP, **{**values, "frames": None}) is True  # linked: checked at run time
     before = load.IS_CHANGED(CLIP, **values)
     os.utime(host.input / CLIP, (1, 1))
