@@ -115,3 +115,21 @@ def test_oversized_frames_are_refused_from_their_header(tmp_path):
     Image.new("1", (9000, 9000)).save(large)  # under PIL's own limit, over ours
     with pytest.raises(InputError, match=r"large\.png: frames of 9000x9000 \(81 Mpx\) are larger than the 67 Mpx"):
         open_clip(large)
+
+
+def test_memory_benchmark_long_clips_cost_what_short_ones_do(tmp_path, capsys):
+    """benchmarks/bench_clip_memory.py in its fast setting: 9 frames of a 6 s clip peak about as high as 9 frames
+    of a 1 s clip (the benchmark prints the ratio; only a generous bound is asserted here)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_clip_memory.py"
+    spec = importlib.util.spec_from_file_location("bench_clip_memory", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "memory.json"
+    assert bench.main(["--fast", "--json", str(out)]) == 0
+    ratio = json.loads(out.read_text())["ratios"]["this checkout"]
+    assert ratio < 1.6
+    assert "ratio 6 s / 1 s" in capsys.readouterr().out

@@ -28,6 +28,8 @@ _PROBLEMS = (
     ("Permission denied", "the file cannot be opened (permission denied)"),
     ("Cannot allocate memory", "ffmpeg ran out of memory"),
     ("Picture size", "its frame size is invalid or too large"),
+    ("Output file is empty", "no frame could be read from it"),
+    ("Input/output error", "the file could not be read to its end (damaged or truncated)"),
 )
 
 
