@@ -11,7 +11,6 @@ import os
 
 from wan_egoexo.comfy_interop import DIFFUSERS_LABEL, find_diffusers_folders, latent_preview_rgb
 from wan_egoexo.errors import InputError, ModelFileError
-from wan_egoexo.video_io import VIDEO_SUFFIXES
 
 from . import host_memory
 from .host_memory import (  # noqa: F401  (the nodes' host API)
@@ -69,23 +68,6 @@ def model_path(folder_names, name: str, input_name: str, with_diffusers: bool = 
 
 
 # ---------------------------------------------------------------- input / output folders
-
-def input_videos() -> list[str]:
-    """Video files in ComfyUI's input folder (top level, like the built-in loaders)."""
-    folder = _folder_paths().get_input_directory()
-    if not os.path.isdir(folder):
-        return []
-    names = [n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))]
-    return sorted(n for n in names if os.path.splitext(n)[1].lower() in VIDEO_SUFFIXES)
-
-
-def input_file_path(name: str) -> str:
-    return _folder_paths().get_annotated_filepath(name)
-
-
-def input_file_exists(name: str) -> bool:
-    return bool(name) and _folder_paths().exists_annotated_filepath(name)
-
 
 def output_file(prefix: str, width: int, height: int, suffix: str) -> tuple[str, str, str]:
     """(full path, file name, subfolder) of a new numbered output file, the way SaveImage names them."""
