@@ -37,6 +37,10 @@ def test_clips_sharing_a_stem_get_distinct_outputs(models, tmp_path, capsys):
     assert names == ["run_exo2ego.mp4", "walk_mp4_exo2ego.mp4", "walk_webm_exo2ego.mp4"]
     assert measure(out / "walk_webm_exo2ego.mp4")["video_seconds"] == pytest.approx(2.0, abs=1 / 8)
     assert measure(out / "walk_mp4_exo2ego.mp4")["video_seconds"] == pytest.approx(1.0, abs=1 / 8)
+    # run again: every output exists, so nothing loads and every clip is reported as skipped
+    assert cli.main(["translate", "--video", str(clips), "--out", str(out), "--models-dir", str(models), *TINY]) == 0
+    text = capsys.readouterr().out
+    assert "0 translated, 3 skipped (output exists), 0 failed" in text and "models loaded" not in text
 
 
 def test_names_that_still_clash_are_an_error_naming_both(tmp_path):

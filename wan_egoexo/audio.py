@@ -9,6 +9,7 @@ ffmpeg binary that imageio-ffmpeg ships; no torchaudio is needed.
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import warnings
@@ -30,6 +31,8 @@ _COPYABLE = {
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 MAX_AUDIO_SECONDS = 6 * 3600  # samples held for ComfyUI: 6 hours of 48 kHz stereo is 8 GB; more is refused
 MUX_TIMEOUT_S = 600
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,8 +85,8 @@ def read_audio(path, stream, start: float, seconds: float) -> AudioClip | None:
             size += len(chunk)
         code = ff.wait(MUX_TIMEOUT_S) if size < limit else 0
         if code:
-            warnings.warn(f"{path}: its audio could not be read ({ffmpeg_problem(ff.stderr_text())}); "
-                          "continuing without it.", stacklevel=2)
+            logger.warning("%s: its audio could not be read (%s); continuing without it.", path,
+                           ffmpeg_problem(ff.stderr_text()))
             return None
     data = np.frombuffer(b"".join(chunks), dtype=np.float32)
     data = data[: data.shape[0] // channels * channels].reshape(-1, channels).T

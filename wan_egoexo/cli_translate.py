@@ -157,6 +157,10 @@ def run_translate(args) -> int:
         jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard, problems)
         if args.jobs > 1:
             return _spawn_jobs(args)  # every clip checked above; each process checks its own shard again
+        if batch and not jobs:  # every output exists: nothing to load
+            report = run_batch([], None, skipped)
+            print(report.summary())
+            return report.exit_code
         files = _model_files(args, task, Path(work))
         device, dtype = ("cpu", "fp32") if args.demo else (args.device, args.dtype)
         plan = memory_plan(args, task, _largest(fit, jobs) if jobs else fit, windows, settings, device)

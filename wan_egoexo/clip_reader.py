@@ -12,7 +12,6 @@ file, undecodable frames) is returned as notes for the user, and logged.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from .audio import AudioClip, SourceAudio, read_audio
 from .errors import InputError
 from .video_decode import decode_frames, fill_missing
 from .video_fit import FitInfo, FitOptions, fitted_video_from, plan_fit
-from .video_io import IMAGE_SUFFIXES, image_size, list_frame_files, read_image
+from .video_io import IMAGE_SUFFIXES, check_frame_size, image_size, list_frame_files, read_image
 from .video_probe import AudioStream, VideoProbe, check_source_pixels, probe_video_file
 from .video_timing import Timeline, constant_rate, timeline_from_probe
 
@@ -142,11 +141,7 @@ def _frames_from_images(source: ClipSource, info: FitInfo):
         images = []
         for index in chunk:
             file = source.files[int(index)]
-            if image_size(file) != (source.width, source.height):
-                width, height = image_size(file)
-                raise InputError(f"{file}: frame is {width}x{height} but {first.name} is "
-                                 f"{source.width}x{source.height}; every frame in a frame folder must have the "
-                                 "same size.")
+            check_frame_size(file, first, (source.width, source.height))
             images.append(read_image(file, box=info.crop_box, reduce_to=size))
         return np.stack(images)
 
@@ -167,8 +162,3 @@ def read_fitted_clip(source, options: FitOptions, input_fps: float | None = None
     for note in notes:
         logger.warning(note)
     return FittedClip(video, info, source, notes)
-
-
-def covered_seconds(info: FitInfo) -> float:
-    """Seconds of source time the fitted frames cover."""
-    return info.real_frames / info.fitted_fps if info.fitted_fps > 0 else math.nan

@@ -74,15 +74,20 @@ class FfmpegProcess:
         self._reader.start()
 
     def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self._lines += 1
-            if len(self._head) < HEAD_LINES:
-                self._head.append(line)
-            else:
-                self._tail.append(line)
-            if self._on_line is not None:
-                self._on_line(line)
+        try:
+            for raw in self.process.stderr:
+                self._keep(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        except (OSError, ValueError):  # the pipe was closed under us: ffmpeg is gone, nothing more to read
+            return
+
+    def _keep(self, line: str) -> None:
+        self._lines += 1
+        if len(self._head) < HEAD_LINES:
+            self._head.append(line)
+        else:
+            self._tail.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
 
     def stderr_text(self) -> str:
         skipped = self._lines - len(self._head) - len(self._tail)
@@ -110,10 +115,10 @@ class FfmpegProcess:
 
     def __exit__(self, *exc) -> None:
         self.kill()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        self._reader.join(timeout=10)
+        self._reader.join(timeout=10)  # ffmpeg is gone: its stderr ends, and so does the thread
+        self.process.stdout.close()
+        if not self._reader.is_alive():
+            self.process.stderr.close()
 
 
 def run_ffmpeg(args: list[str], path, timeout: float) -> tuple[int, str]:

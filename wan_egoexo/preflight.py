@@ -20,7 +20,7 @@ from .clip_reader import ClipSource, check_memory, fitted_bytes, open_clip
 from .errors import InputError
 from .sampling import SamplingSettings
 from .video_fit import FitInfo, FitOptions, plan_fit
-from .video_io import WRITABLE_SUFFIXES, image_size, read_image
+from .video_io import WRITABLE_SUFFIXES, check_frame_size, image_size, read_image
 from .windows import WindowOptions
 
 REFERENCE_MAX_SIDE = 4096  # a reference photo is averaged down to this before use (it ends at the clip's size)
@@ -118,11 +118,7 @@ def plan_clip(path, fit: FitOptions | None, input_fps: float | None) -> tuple[Cl
     check_memory(fitted_bytes(info), f"{path}: fitting {info.num_frames} frames of {info.width}x{info.height}")
     if source.kind == "frames":
         for index in sorted(set(info.source_indices)):
-            size = image_size(source.files[index])
-            if size != (source.width, source.height):
-                raise InputError(f"{source.files[index]}: frame is {size[0]}x{size[1]} but {source.files[0].name} "
-                                 f"is {source.width}x{source.height}; every frame in a frame folder must have the "
-                                 "same size.")
+            check_frame_size(source.files[index], source.files[0], (source.width, source.height))
     return source, info
 
 

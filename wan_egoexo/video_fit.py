@@ -24,16 +24,14 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import InputError
 from .grid_size import GRID, NEGLIGIBLE_ASPECT_ERROR, aspect_error, target_size
+from .video_pixels import Box, allocate, as_tensor, check_frames, map_region, resize, to_signed_unit
 from .video_timing import Timeline, constant_rate, plan_frames
 
 MODES = ("crop", "pad", "stretch")
 _CHUNK = 8  # frames resized at a time, to bound memory for long high-resolution clips
-
-Box = tuple[int, int, int, int]
 
 
 def _is_number(value) -> bool:
@@ -216,71 +214,6 @@ def plan_boxes(source_width: int, source_height: int, width: int, height: int, m
     raise InputError(f"mode: {mode!r} is not supported; expected one of {', '.join(MODES)}.")
 
 
-# ---------------------------------------------------------------- pixels
-
-def _as_tensor(frames, name: str) -> torch.Tensor:
-    if isinstance(frames, np.ndarray):
-        frames = np.ascontiguousarray(frames)
-        # read-only arrays (e.g. np.asarray of a PIL image) are copied: torch cannot wrap them safely
-        frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())
-    if not isinstance(frames, torch.Tensor):
-        raise InputError(f"{name}: got {type(frames).__name__}; expected a numpy array or torch tensor.")
-    return frames
-
-
-def _to_signed_unit(frames: torch.Tensor, name: str) -> torch.Tensor:
-    """uint8 0..255 or float 0..1 (channels last) -> float32 in [-1, 1]."""
-    if frames.dtype == torch.uint8:
-        return frames.float() / 127.5 - 1.0
-    if not frames.is_floating_point():
-        raise InputError(f"{name}: dtype {frames.dtype} is not supported; expected uint8 0..255 or float 0..1.")
-    frames = frames.float()
-    low, high = float(frames.min()), float(frames.max())
-    if low < -0.05 or high > 1.05:
-        raise InputError(f"{name}: float values span {low:.3g}..{high:.3g}; expected 0..1.")
-    return frames.clamp(0.0, 1.0) * 2.0 - 1.0
-
-
-def _resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic resize of [N, C, H, W], antialiased when any side shrinks, clamped to [-1, 1]."""
-    if tuple(images.shape[-2:]) == (height, width):
-        return images
-    shrinking = height < images.shape[-2] or width < images.shape[-1]
-    resized = F.interpolate(images, size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
-    return resized.clamp_(-1.0, 1.0)
-
-
-def _map_region(images: torch.Tensor, crop_box: Box, content_box: Box, width: int, height: int) -> torch.Tensor:
-    """Cut crop_box from [N, 3, H, W] images, resize it to content_box and place it on a black canvas."""
-    x, y, w, h = crop_box
-    region = _resize(images[:, :, y:y + h, x:x + w], content_box[3], content_box[2])
-    if content_box == (0, 0, width, height):
-        return region
-    canvas = torch.full((images.shape[0], images.shape[1], height, width), -1.0, dtype=region.dtype,
-                        device=region.device)
-    cx, cy, cw, ch = content_box
-    canvas[:, :, cy:cy + ch, cx:cx + cw] = region
-    return canvas
-
-
-def _check_frames(frames: torch.Tensor, name: str) -> None:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
-        raise InputError(f"{name}: shape {tuple(frames.shape)} is invalid; expected [frames, height, width, 3] "
-                         "with at least one frame.")
-
-
-def allocate(shape, dtype, what: str) -> torch.Tensor:
-    """torch.empty that reports running out of memory as such, with the size that was asked for."""
-    try:
-        return torch.empty(shape, dtype=dtype)
-    except (MemoryError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
-            raise
-        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        raise InputError(f"out of memory: {what} needs {size / 2**30:.2f} GiB ({' x '.join(map(str, shape))} "
-                         f"{str(dtype).replace('torch.', '')}); use fewer frames or a smaller size.") from None
-
-
 def fitted_video_from(info: FitInfo, frames_of, cropped: bool = False) -> torch.Tensor:
     """The fitted video [3, F, H, W] in [-1, 1] that ``info`` describes.
 
@@ -295,11 +228,11 @@ def fitted_video_from(info: FitInfo, frames_of, cropped: bool = False) -> torch.
     unique, where = np.unique(np.asarray(info.source_indices), return_inverse=True)
     for chunk_start in range(0, len(unique), _CHUNK):
         chunk = unique[chunk_start:chunk_start + _CHUNK]
-        picked = _as_tensor(frames_of(chunk), "frames")
-        _check_frames(picked, "frames")
-        picked = _to_signed_unit(picked, "frames").permute(0, 3, 1, 2)
+        picked = as_tensor(frames_of(chunk), "frames")
+        check_frames(picked, "frames")
+        picked = to_signed_unit(picked, "frames").permute(0, 3, 1, 2)
         crop = (0, 0, picked.shape[3], picked.shape[2]) if cropped else info.crop_box
-        fitted = _map_region(picked, crop, info.content_box, info.width, info.height)
+        fitted = map_region(picked, crop, info.content_box, info.width, info.height)
         for position in np.nonzero((where >= chunk_start) & (where < chunk_start + len(chunk)))[0]:
             video[:, position] = fitted[where[position] - chunk_start]
     video[:, real:] = video[:, real - 1:real]
@@ -314,8 +247,8 @@ def fit_video(frames, fps: float, options: FitOptions | None = None) -> tuple[to
     """
     options = options or FitOptions()
     options.validate()
-    frames = _as_tensor(frames, "frames")
-    _check_frames(frames, "frames")
+    frames = as_tensor(frames, "frames")
+    check_frames(frames, "frames")
     if isinstance(fps, bool) or not _is_number(fps) or not math.isfinite(fps) or fps <= 0:
         raise InputError(f"fps: {fps!r} is invalid; expected the source video's positive frame rate.")
     num_source, source_height, source_width = (int(d) for d in frames.shape[:3])
@@ -333,7 +266,7 @@ def _fitted_layout(video: torch.Tensor, info: FitInfo) -> torch.Tensor:
     if video.ndim == 4 and video.shape[0] == 3 and tuple(video.shape[2:]) == (info.height, info.width):
         return video.float()
     if video.ndim == 4 and video.shape[-1] == 3 and tuple(video.shape[1:3]) == (info.height, info.width):
-        return _to_signed_unit(video, "video").permute(3, 0, 1, 2)
+        return to_signed_unit(video, "video").permute(3, 0, 1, 2)
     raise InputError(f"video: shape {tuple(video.shape)} does not match the fit ({info.width}x{info.height}); "
                      f"expected [3, frames, {info.height}, {info.width}] in [-1, 1] or "
                      f"[frames, {info.height}, {info.width}, 3].")
@@ -371,7 +304,7 @@ def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
     covered span, to write at ``info.source_fps``.
     """
     output_fps(info, frame_rate)
-    video = _fitted_layout(_as_tensor(video, "video"), info)
+    video = _fitted_layout(as_tensor(video, "video"), info)
     if video.shape[1] < info.real_frames:
         raise InputError(f"video: has {video.shape[1]} frames but the fit used {info.real_frames} real frames; "
                          f"expected at least {info.real_frames} (usually {info.num_frames}).")
@@ -381,7 +314,7 @@ def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
     for start in range(0, info.real_frames, _CHUNK):
         stop = min(start + _CHUNK, info.real_frames)
         chunk = video[:, start:stop, y:y + h, x:x + w].permute(1, 0, 2, 3).clamp(-1.0, 1.0)
-        restored = _resize(chunk, out_h, out_w)
+        restored = resize(chunk, out_h, out_w)
         pixels = ((restored + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
         result[start:stop] = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return result[source_rate_frame_map(info)] if frame_rate == "source" else result
@@ -392,7 +325,7 @@ def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
 def resize_image(image, width: int, height: int, mode: str = "stretch") -> torch.Tensor:
     """A still image (uint8 [H, W, 3] or float 0..1) as a 1-frame video [3, 1, height, width] in [-1, 1],
     by "stretch", centre "crop" or letterbox "pad"."""
-    image = _as_tensor(image, "image")
+    image = as_tensor(image, "image")
     if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
         raise InputError(f"image: shape {tuple(image.shape)} is invalid; expected [height, width, 3].")
     for name, value in (("width", width), ("height", height)):
@@ -400,8 +333,8 @@ def resize_image(image, width: int, height: int, mode: str = "stretch") -> torch
             raise InputError(f"{name}: {value!r} is invalid; expected a positive integer.")
     source_height, source_width = int(image.shape[0]), int(image.shape[1])
     crop_box, content_box = plan_boxes(source_width, source_height, int(width), int(height), mode)
-    pixels = _to_signed_unit(image, "image").permute(2, 0, 1)[None]
-    fitted = _map_region(pixels, crop_box, content_box, int(width), int(height))
+    pixels = to_signed_unit(image, "image").permute(2, 0, 1)[None]
+    fitted = map_region(pixels, crop_box, content_box, int(width), int(height))
     return fitted[0].unsqueeze(1).contiguous()
 
 

@@ -153,19 +153,23 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
+def check_frame_size(file: Path, first: Path, size: tuple[int, int]) -> None:
+    """Every frame of a frame folder must have the size (width, height) of its first frame ``first``."""
+    width, height = image_size(file)
+    if (width, height) != tuple(size):
+        raise InputError(f"{file}: frame is {width}x{height} but {first.name} is {size[0]}x{size[1]}; every frame "
+                         "in a frame folder must have the same size.")
+
+
 def _read_frame_folder(folder: Path, max_frames: int | None) -> np.ndarray:
     files = list_frame_files(folder)
     if max_frames is not None:
         files = files[:max_frames]
     frames = []
+    first = image_size(files[0])
     for file in files:
-        frame = read_image(file)
-        if frames and frame.shape != frames[0].shape:
-            h0, w0 = frames[0].shape[:2]
-            h, w = frame.shape[:2]
-            raise InputError(f"{file}: frame is {w}x{h} but {files[0].name} is {w0}x{h0}; "
-                             "every frame in a frame folder must have the same size.")
-        frames.append(frame)
+        check_frame_size(file, files[0], first)
+        frames.append(read_image(file))
     return np.stack(frames)
 
 

@@ -243,7 +243,8 @@ def probe_video_file(path, audio: bool = True) -> VideoProbe:
     """Probe a video file (see the module docstring); InputError names the file and the fault."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such video file; expected a readable video file.")
+        what = "is not a regular file" if path.exists() else "no such video file"
+        raise InputError(f"{path}: {what}; expected a readable video file.")
     maps = ["-map", "0:V:0"] + (["-map", "0:a:0?"] if audio else [])
     # max_pixels: ffmpeg decodes a frame or two to learn a stream's format; an oversized one is not decoded
     args = ["-loglevel", "repeat+info", "-max_pixels", str(MAX_SOURCE_PIXELS), "-i", str(path), *maps, "-c", "copy",
