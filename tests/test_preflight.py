@@ -12,6 +12,7 @@ import wan_egoexo.clip_reader as clip_reader
 import wan_egoexo.pipeline as pipeline
 from media_tools import FFMPEG, constant_times, make_clip
 from wan_egoexo import cli
+from wan_egoexo.errors import InputError
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 
 
@@ -149,3 +150,17 @@ def test_help_shows_each_default_once(capsys):
         assert blocks[option].count("default") == 1 and f"(default: {default})" in blocks[option], blocks[option]
     assert all(block.count("default") <= 1 for block in blocks.values())
     assert "--demo --video CLIP" in " ".join(text.split())
+
+
+def test_the_python_api_checks_before_loading_too(models, clip, tmp_path, no_model_may_load):
+    from wan_egoexo.model_files import find_model_files
+    from wan_egoexo.pipeline import translate_file
+    from wan_egoexo.tasks import EXO2EGO
+    from wan_egoexo.video_fit import FitOptions
+
+    files = find_model_files(EXO2EGO, models)
+    with pytest.raises(InputError, match=r"out: \S+clip\.avi cannot hold H\.264"):
+        translate_file(files, "exo2ego", clip, tmp_path / "clip.avi", fit=FitOptions(width=32, height=32))
+    with pytest.raises(InputError, match="start_frame: 10 is past the end"):
+        translate_file(files, "exo2ego", clip, tmp_path / "clip.mp4", fit=FitOptions(width=32, height=32,
+                                                                                    start_frame=10))

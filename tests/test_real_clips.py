@@ -108,3 +108,20 @@ def test_broken_frame_rate_is_one_frame_not_thousands(models, tmp_path, capsys):
     out = translate(models, slow, tmp_path / "out.mp4", "--output-rate", "model")
     assert out["frames"] == 1
     assert "cannot be trusted" in capsys.readouterr().err
+
+
+def test_python_api_translate_file(models, tmp_path):
+    from wan_egoexo.model_files import find_model_files
+    from wan_egoexo.pipeline import translate_file
+    from wan_egoexo.sampling import SamplingSettings
+    from wan_egoexo.tasks import EXO2EGO
+    from wan_egoexo.video_fit import FitOptions
+
+    clip = make_clip(tmp_path / "in.mp4", VFR_TIMES, audio="aac")
+    result = translate_file(find_model_files(EXO2EGO, models), "exo2ego", clip, tmp_path / "out.mp4",
+                            fit=FitOptions(width=32, height=32, mode="pad", max_frames=None),
+                            settings=SamplingSettings(steps=1), log=lambda *_: None)
+    out = measure(tmp_path / "out.mp4")
+    assert out["video_seconds"] == pytest.approx(result.seconds, abs=1e-3)
+    assert abs(out["video_seconds"] - span(VFR_TIMES)) <= 1 / 8
+    assert abs(out["audio_seconds"] - out["video_seconds"]) <= 0.05

@@ -5,10 +5,12 @@ and tests use it); ``translate_file`` loads the models in a memory-friendly orde
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from .vae_loader import load_vae
 from .video_fit import FitInfo, FitOptions, fit_video, letterbox_image, output_fps, unfit_video
 from .windows import WindowOptions
 from .clip_reader import read_fitted_clip
-from .video_io import read_image, write_video
+from .video_io import write_video
 
 
 @dataclass
@@ -232,16 +234,19 @@ def translate_file(files: ModelFiles, task, video_path, out_path, reference_path
                    settings: SamplingSettings | None = None, positions: str = "collaborative",
                    lora_strength: float = 1.0, device=None, dtype=None, attention=None,
                    callback=None, windows: WindowOptions | None = None, frame_rate: str = "source",
-                   log=print) -> TranslationResult:
-    """Load the models one after another (the text encoder is released before the transformer
-    loads), translate ``video_path`` and write ``out_path`` as h264 mp4."""
+                   log=print, audio: bool = True) -> TranslationResult:
+    """Check everything (preflight: the clip, the output, the reference, the options), then load the models
+    one after another (the text encoder is released before the transformer loads), translate
+    ``video_path`` and write ``out_path`` as h264 mp4 with the source's audio (unless ``audio`` is False)."""
+    from .preflight import check_options, check_run  # noqa: PLC0415
+
     task = get_task(task)
-    settings = (settings or SamplingSettings()).validate()
-    reference_image = read_image(reference_path) if reference_path else None
-    prepare_reference(task, reference_image, 32, 32)  # fail on a missing reference before loading models
+    settings = settings or SamplingSettings()
+    fit = check_options(settings, dataclasses.asdict(fit or FitOptions()), windows or WindowOptions(), lora_strength)
+    job = check_run(task, [Path(video_path)], out_path, fit, reference=reference_path)[0][0]
     models = load_models(files, task, prompt, negative_prompt, settings.cfg, lora_strength, device, dtype,
                          attention, log)
-    result = translate_clip(models, video_path, out_path, reference_image, fit, settings, positions, windows,
-                            frame_rate, callback)
+    result = translate_clip(models, job.source, job.out, job.reference, fit, settings, positions, windows,
+                            frame_rate, callback, audio=audio)
     result.timings = {**models.load_seconds, **result.timings}
     return result
