@@ -59,9 +59,10 @@ def _long(path: Path) -> Path:
 
 
 def _sized(width: int, height: int):
-    def make(path: Path) -> Path:
+    def make(path: Path) -> Path:  # FFV1 in Matroska, so odd sizes are stored as they are
         subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=30:d=0.5",
-                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+                        "-c:v", "ffv1", "-pix_fmt", "yuv420p" if width % 2 == height % 2 == 0 else "yuv444p",
+                        str(path)], check=True)
         return path
     return make
 
@@ -79,9 +80,10 @@ KINDS = {
     "truncated": ("truncated.mp4", _truncated, SMALL, "cut at half its bytes"),
     "broken_rate": ("slow.mp4", _broken_rate, SMALL, "one frame stated at 0.002 fps"),
     "long": ("long.mp4", _long, [*SMALL, "--frames", "9"], "20 s of 1280x704, 9 frames translated"),
-    "1920x1080": ("hd.mp4", _sized(1920, 1080), ["--frames", "5"], "automatic grid size, crop"),
-    "1440x1080": ("43.mp4", _sized(1440, 1080), ["--frames", "5"], "automatic grid size, crop"),
-    "321x187": ("odd.mp4", _sized(321, 187), ["--frames", "5"], "automatic grid size, crop"),
+    "1920x1080": ("hd.mkv", _sized(1920, 1080), ["--frames", "5"], "automatic grid size, crop"),
+    "1440x1080": ("43.mkv", _sized(1440, 1080), ["--frames", "5"], "automatic grid size, crop"),
+    "1080x1920": ("portrait.mkv", _sized(1080, 1920), ["--frames", "5"], "automatic grid size, crop"),
+    "321x187": ("odd.mkv", _sized(321, 187), ["--frames", "5"], "automatic grid size, crop"),
 }
 
 

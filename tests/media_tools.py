@@ -98,9 +98,9 @@ def _streams(path) -> dict:
 
 
 def measure(path) -> dict:
-    """Duration, frame count and size of the video stream, and the audio's codec and length, of a file
-    (the video's duration counts the last frame as lasting the typical spacing: exact for what the project
-    writes, which is constant-rate)."""
+    """Duration, frame count and size (as displayed) of the video stream, and the audio's codec and length,
+    of a file (the video's duration counts the last frame as lasting the typical spacing: exact for what
+    the project writes, which is constant-rate)."""
     result = {"audio_seconds": None, "audio_codec": None}
     text = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
     for index, (kind, base, packets) in _streams(path).items():
@@ -115,6 +115,8 @@ def measure(path) -> dict:
             result["audio_codec"] = match.group(1) if match else "?"
     match = re.search(r"Video: .*?, (\d+)x(\d+)", text)
     result["width"], result["height"] = int(match.group(1)), int(match.group(2))
+    if re.search(r"rotation of -?(90|270)", text):  # as displayed
+        result["width"], result["height"] = result["height"], result["width"]
     return result
 
 

@@ -11,9 +11,9 @@ drops the repeated frames and maps the target region back to ``FitInfo.output_si
 Geometry is kept as two boxes (x, y, width, height):
   crop_box     the source region that was used (the centre crop in "crop" mode, else the whole frame);
   content_box  where that region sits in the fitted frame (the letterbox in "pad" mode, else all of it).
-Undoing therefore yields the source size for "pad" and "stretch", and for "crop" when the crop changed
-the aspect ratio by under 0.5% (the automatic size's few pixels: they are stretched back); a larger crop
-yields the size of the kept region (the cut-away borders never reached the model, so they cannot come back).
+Undoing therefore yields the source size for "pad" and "stretch", and for "crop" when the crop cut at most
+2% of a side (the automatic size cuts under 1%: those pixels are stretched back); a larger crop yields the
+size of the kept region (the cut-away borders never reached the model, so they cannot come back).
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .grid_size import GRID, NEGLIGIBLE_ASPECT_ERROR, aspect_error, target_size
+from .grid_size import GRID, target_size
 from .video_pixels import Box, allocate, as_tensor, check_frames, map_region, resize, to_signed_unit
 from .video_timing import Timeline, constant_rate, plan_frames
 
 MODES = ("crop", "pad", "stretch")
 _CHUNK = 8  # frames resized at a time, to bound memory for long high-resolution clips
+# A crop that cut at most 2% of a side (the automatic size cuts under 1%) is stretched back to the source's
+# size on output: an editor gets the clip's own size back, and a 2% stretch cannot be seen.
+RESTORE_CROP = 0.02
 
 
 def _is_number(value) -> bool:
@@ -128,11 +131,11 @@ class FitInfo:
 
     @property
     def output_size(self) -> tuple[int, int]:
-        """(width, height) unfit_video restores: the source's, unless "crop" cut more than the automatic
-        size's few pixels (then the kept region's)."""
+        """(width, height) unfit_video restores: the source's, unless "crop" cut more than RESTORE_CROP of a
+        side (then the kept region's)."""
         _, _, kept_w, kept_h = self.crop_box
-        if self.mode != "crop" or aspect_error(kept_w, kept_h, self.source_width, self.source_height) \
-                < NEGLIGIBLE_ASPECT_ERROR:
+        if self.mode != "crop" or min(kept_w / self.source_width, kept_h / self.source_height) \
+                >= 1 - RESTORE_CROP:
             return self.source_width, self.source_height
         return kept_w, kept_h
 
