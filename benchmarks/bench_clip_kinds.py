@@ -60,9 +60,10 @@ def _long(path: Path) -> Path:
 
 def _sized(width: int, height: int):
     def make(path: Path) -> Path:  # FFV1 in Matroska, so odd sizes are stored as they are
-        subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=30:d=0.5",
-                        "-c:v", "ffv1", "-pix_fmt", "yuv420p" if width % 2 == height % 2 == 0 else "yuv444p",
-                        str(path)], check=True)
+        even = f"{width + width % 2}x{height + height % 2}"  # testsrc2 draws even sizes; scale to the odd one
+        subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s={even}:r=30:d=0.5", "-vf",
+                        f"scale={width}:{height},setsar=1", "-c:v", "ffv1", "-pix_fmt",
+                        "yuv420p" if width % 2 == height % 2 == 0 else "yuv444p", str(path)], check=True)
         return path
     return make
 
