@@ -13,7 +13,8 @@ from .handles import FIT
 
 class WorldWanderRestoreClip:
     DESCRIPTION = ("Maps decoded frames back to the input clip: drops the frames Load Video repeated to reach 4k+1 "
-                   "and restores its size (crop: the kept region). Use it after VAE Decode in the native workflow.")
+                   "and restores its size (crop: the kept region when the crop cut more than 2% of a side). Use it "
+                   "after VAE Decode in the native workflow.")
     CATEGORY = "WorldWander/video"
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("frames", "fps")

@@ -90,7 +90,8 @@ class WorldWanderLoadVideo:
                 "tooltip": "First source frame to use (0 = the beginning)."}),
             "fit": (list(MODES), {
                 "default": "crop",
-                "tooltip": "crop: centre crop to the aspect ratio (the output is the kept region); pad: letterbox "
+                "tooltip": "crop: centre crop to the aspect ratio (the output is the input's size when the crop cut at "
+                           "most 2% of a side, as the automatic size does, else the kept region); pad: letterbox "
                            "with black; stretch: resize to the size ignoring the aspect ratio."}),
         }}
 
@@ -146,7 +147,8 @@ class WorldWanderDecode:
             },
             "optional": {
                 "fit": (FIT, {"tooltip": "From WorldWander Load Video: drop the repeated frames and map back to the "
-                                         "input's size (crop: the kept region). Not connected: the fitted size."}),
+                                         "input's size (crop: that size when the crop cut at most 2%, else the "
+                                         "kept region). Not connected: the fitted size."}),
             },
         }
 

@@ -112,7 +112,7 @@ def expected_output(workflow: dict, prompt: dict, clip_path, object_info: dict):
     restores = nodes_of_type(workflow, "WorldWanderDecode") + nodes_of_type(workflow, "WorldWanderRestoreClip")
     assert len(restores) == 1, "expected one node that maps the frames back (Decode or Restore Clip Size)"
     if isinstance(prompt[str(restores[0]["id"])]["inputs"].get("fit"), list):
-        return info.real_frames, info.crop_box[3], info.crop_box[2], info.output_fps
+        return info.real_frames, info.output_size[1], info.output_size[0], info.output_fps
     return info.num_frames, info.height, info.width, info.output_fps
 
 
