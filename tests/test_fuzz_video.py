@@ -20,7 +20,7 @@ from wan_egoexo.errors import InputError
 from wan_egoexo.video_fit import FitOptions
 
 SEED = int(os.environ.get("WAN_EGOEXO_FUZZ_SEED", "20251129"))
-TIME_BUDGET_S = float(os.environ.get("WAN_EGOEXO_FUZZ_SECONDS", "40"))
+TIME_BUDGET_S = float(os.environ.get("WAN_EGOEXO_FUZZ_SECONDS", "25"))
 MIN_CASES = 24
 MEMORY_BOUND_MB = 300  # growth of this process's peak over the whole run; ffmpeg's costs are its own
 FIT = FitOptions(width=32, height=32, max_frames=9, mode="stretch")
