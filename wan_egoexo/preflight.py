@@ -18,6 +18,7 @@ import numpy as np
 from .batch import output_paths, reference_for
 from .clip_reader import ClipSource, check_memory, fitted_bytes, open_clip
 from .errors import InputError
+from .finite_checks import check_lora_strength
 from .sampling import SamplingSettings
 from .video_fit import FitInfo, FitOptions, plan_fit
 from .video_io import WRITABLE_SUFFIXES, check_frame_size, image_size, read_image
@@ -98,9 +99,7 @@ def check_options(settings: SamplingSettings, fit: dict, windows: WindowOptions,
     options = problems.check(FitOptions, **fit)
     problems.check(windows.validate)
     if lora_strength is not None:
-        from .lora.adapters import _check_strength  # noqa: PLC0415
-
-        problems.check(_check_strength, lora_strength)
+        problems.check(check_lora_strength, lora_strength)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         problems.add(f"jobs: {jobs!r} is invalid; expected a whole number of processes >= 1.")
     if given is None:
