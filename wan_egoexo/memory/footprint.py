@@ -15,6 +15,7 @@ torch.cuda.max_memory_allocated) and allocator fragmentation.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -138,7 +139,7 @@ def vae_weight_bytes(dtype: torch.dtype = torch.bfloat16) -> int:
 
 @dataclass(frozen=True)
 class ActivationBytes:
-    persistent: int  # kept through the whole forward (hidden states, timestep tensors, text, rotary tables)
+    persistent: int  # kept through the whole forward (a block's input, timestep tensors, text, rotary tables)
     block_peak: int  # the largest transient inside one block
     head_peak: int  # output norm and projection
     attention: int  # the attention kernel's own state (log-sum-exp), included in block_peak
@@ -151,36 +152,55 @@ class ActivationBytes:
 def predict_flow_activation_bytes(config, tokens: int, batch: int, dtype: torch.dtype = torch.bfloat16,
                                   compact_modulation: bool = False, text_tokens: int = TEXT_TOKENS) -> ActivationBytes:
     """Peak activation bytes of one predict_flow forward (inference, no gradients) on ``batch``
-    sequences of ``tokens`` tokens. ``E`` below is batch x tokens x width elements."""
+    sequences of ``tokens`` tokens, following what each step of the forward keeps alive.
+
+    ``E`` is batch x tokens x width elements, ``G`` the same at the feed-forward width, ``s`` the
+    model dtype's size and ``c`` that of a float32 copy of a model-dtype tensor (0 in float32, where
+    ``.float()`` copies nothing). While a block runs, the transformer's loop still holds the block's
+    input, so a block's own running hidden state comes on top of it.
+    """
     dim = config_value(config, "num_attention_heads") * config_value(config, "attention_head_dim")
     heads = config_value(config, "num_attention_heads")
     head_dim = config_value(config, "attention_head_dim")
+    text_dim = config_value(config, "text_dim")
     s = _itemsize(dtype)
-    c = 0 if s == 4 else 4  # bytes per element of a float32 copy of a model-dtype tensor (none in fp32)
-    fresh = 0 if s == 4 else s  # .type_as(model dtype) of a float32 tensor allocates only when they differ
+    c = 0 if s == 4 else 4
     E = batch * tokens * dim
     G = batch * tokens * config_value(config, "ffn_dim")
+    T = batch * text_tokens * dim  # text keys / values
     attention = batch * heads * tokens * 4  # float32 log-sum-exp
-    text = batch * text_tokens * (config_value(config, "text_dim") + dim) * s
-    rotary = 2 * tokens * head_dim * 4
-    attn_phase = 4 * s * E + 8 * E + attention  # normed input, q, k, v; RMS-norm / rotary float32 temporaries
+    # the text input cast to the model dtype (the sampler's float32 embeddings), the embedded text, the
+    # rotary tables, the concatenated latents
+    fixed = batch * text_tokens * (c // 4 * s * text_dim + s * dim) + 2 * tokens * head_dim * 4 \
+        + batch * tokens * config_value(config, "in_channels") * math.prod(config_value(config, "patch_size")) * s
+    # RMS norm of q or k: a float32 copy, its square and the float32 product (measured on the CPU, where the
+    # mixed-dtype product also makes a float32 copy of its input; CUDA does not, so this is an upper bound)
+    rms = 12
+    self_attention = max(4 * s * E + rms * E,  # normed input, q, k, v, RMS-norm temporaries
+                         5 * s * E + 6 * E) + attention  # ... and the rotary output with its float32 halves
+    cross_attention = max(3 * s * E + rms * E + 2 * s * T,  # running hidden, normed input, q, RMS of q; k, v
+                          2 * s * E + (2 * s + rms) * T)  # ... RMS of the text keys
     if compact_modulation:
-        persistent = 2 * s * E + text + rotary  # hidden states, temb [B, N, dim]
+        persistent = 2 * s * E + fixed  # block input, temb [B, N, dim]
         phases = [
-            c * E + 4 * E + fresh * E,  # norm in float32, modulated in place
-            attn_phase,
-            s * E + 2 * c * E + fresh * E,  # gated residual, in place
-            s * E + 2 * s * G,  # feed-forward: up-projection and GELU output
+            2 * s * E,  # layer norm in the model dtype, modulated into a fresh tensor
+            self_attention,
+            2 * s * E,  # attention output and the gated residual
+            s * E + c * E + 4 * E,  # cross-attention norm: diffusers' float32 copy and output
+            cross_attention,
+            2 * s * E + 2 * s * G,  # running hidden, normed input, up-projection and GELU output
         ]
     else:
-        persistent = 8 * s * E + text + rotary  # hidden, temb, timestep_proj [B, N, 6, dim]
+        persistent = 8 * s * E + fixed  # block input, temb, timestep_proj [B, N, 6, dim]
         held = 24 * E  # scale_shift_table + temb.float(): [B, N, 6, dim] float32 for the whole block
         phases = [
             6 * c * E + held,  # temb.float() and the sum, both alive at the addition
-            held + 12 * E,  # norm, 1 + scale, product (float32, [B, N, dim] each)
-            held + attn_phase,
-            held + s * E + 8 * E + c * E,  # gated residual
-            held + s * E + 2 * s * G,
+            held + 12 * E,  # norm, 1 + scale, product (float32)
+            held + self_attention,
+            held + 2 * s * E + c * E + 8 * E,  # normed input, attention output, float32 residual terms
+            held + cross_attention,
+            held + 3 * s * E + 2 * s * G,  # running hidden, previous and current normed input, FFN
+            held + 3 * s * E + 2 * c * E + 8 * E,  # FFN output and the float32 residual
         ]
     head = 8 * E + 12 * E  # [B, N, 2, dim] float32 shift/scale; norm, 1 + scale and product in float32
     return ActivationBytes(persistent, max(phases), head, attention)
@@ -222,22 +242,45 @@ class StagePeaks:
         return {**asdict(self), "peak": self.peak}
 
 
+def streamed_in_flight(total_blocks: int, resident: int | None) -> int:
+    """Blocks on the device beyond the resident ones while offloading: the running one and the
+    prefetched next one (offload.py)."""
+    return 0 if resident is None else min(2, total_blocks - resident)
+
+
+def transformer_device_bytes(config=None, dtype: torch.dtype = torch.bfloat16, fp8: bool = False,
+                             resident_blocks: int | None = None, lora_rank: int = 0) -> int:
+    """Transformer bytes on the device: everything outside the blocks, the resident blocks and the
+    streamed ones in flight; ``lora_rank`` > 0 adds unfused adapters at that rank (merged LoRAs add nothing)."""
+    config = config or WAN22_5B_CONFIG
+    layers = config_value(config, "num_layers")
+    weights = transformer_weight_bytes(config, dtype, fp8)
+    on_device = layers if resident_blocks is None else resident_blocks + streamed_in_flight(layers, resident_blocks)
+    lora = lora_bytes(config, lora_rank, dtype) * on_device // layers if lora_rank else 0
+    return weights.other + weights.per_block * on_device + lora
+
+
+def sampling_bytes(tokens: int, cfg_batch: int, dtype: torch.dtype = torch.bfloat16, fp8: bool = False,
+                   resident_blocks: int | None = None, lora_rank: int = 0, compact_modulation: bool = True,
+                   config=None) -> int:
+    """Device bytes of the sampling stage alone: the transformer's share and one forward's activations
+    (``cfg_batch`` 2: conditional and unconditional in one batch; 1: one after the other)."""
+    config = config or WAN22_5B_CONFIG
+    return transformer_device_bytes(config, dtype, fp8, resident_blocks, lora_rank) + \
+        predict_flow_activation_bytes(config, tokens, cfg_batch, dtype, compact_modulation).peak
+
+
 def translation_peaks(height: int, width: int, latent_frames: int, has_reference: bool, cfg_batch: int = 2,
                       dtype: torch.dtype = torch.bfloat16, compact_modulation: bool = True, fp8: bool = False,
-                      offload_blocks: int | None = None, vae_tiling: bool = False,
-                      text_encoder_on_device: bool = True, lora_rank: int = 80, config=None) -> StagePeaks:
-    """Per-stage device memory of one translation. ``offload_blocks``: blocks resident on the device
-    when the others are offloaded (None = all resident); with CUDA streams the next group is
-    prefetched while one runs, so block offloading with one block per group keeps 2."""
+                      resident_blocks: int | None = None, vae_tiling: bool = False,
+                      text_encoder_on_device: bool = True, lora_rank: int = 0, config=None) -> StagePeaks:
+    """Per-stage device memory of one translation. ``resident_blocks``: blocks kept on the device
+    when the others are streamed (None = all resident). ``lora_rank``: unfused adapters at that
+    rank (0: none, or merged)."""
     from .flops import in_context_tokens
 
     config = config or WAN22_5B_CONFIG
-    weights = transformer_weight_bytes(config, dtype, fp8)
-    blocks = weights.blocks if offload_blocks is None else weights.per_block * offload_blocks
-    lora = lora_bytes(config, lora_rank, dtype) if lora_rank else 0
-    if offload_blocks is not None:
-        lora = lora * offload_blocks // config_value(config, "num_layers")
-    transformer = weights.other + blocks + lora
+    transformer = transformer_device_bytes(config, dtype, fp8, resident_blocks, lora_rank)
     vae = vae_weight_bytes(dtype)
     tokens = in_context_tokens(config, latent_frames, height // 16, width // 16, has_reference)
     activations = predict_flow_activation_bytes(config, tokens, cfg_batch, dtype, compact_modulation).peak
