@@ -12,7 +12,7 @@ from wan_egoexo.memory.compile import blocks_compiled, compile_blocks
 from wan_egoexo.memory.fp8_weights import enable_fp8_storage, fp8_storage_enabled
 from wan_egoexo.memory.modulation import (disable_compact_modulation, enable_compact_modulation)
 from wan_egoexo.memory.offload import (block_offload_enabled, disable_block_offload, enable_block_offload,
-                                       execution_device)
+                                       execution_device, resident_blocks)
 from wan_egoexo.memory.vae_chunking import disable_vae_tiling, enable_vae_tiling, vae_tiling_enabled
 from wan_egoexo.tiny.transformer import build_tiny_transformer
 
@@ -65,52 +65,68 @@ def test_fp8_storage_keeps_lora_adapters_in_full_precision(tmp_path):
 
 # ------------------------------------------------------------------ block offloading
 
-def _bare_forward(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(2, 48, 4, 8, 12, generator=g)
-    per_token = torch.cat([torch.zeros(2, 48), torch.full((2, 48), 600.0)], dim=1)
-    text = torch.randn(2, 7, 32, generator=g)
-    with torch.no_grad():
-        return model(hidden, per_token, text, return_dict=False)[0]
-
-
-def test_block_offload_to_disk_gives_the_same_forward_and_can_be_undone(tmp_path):
-    model = build_tiny_transformer(0)
-    expected = _bare_forward(model)
-    enable_compact_modulation(model)  # the documented order: compact modulation first
-    enable_block_offload(model, "cpu", disk_path=tmp_path)
-    assert block_offload_enabled(model) and execution_device(model) == torch.device("cpu")
-    assert len(list(tmp_path.glob("*.safetensors"))) == 3  # two blocks and the rest of the model
-    first, second = _bare_forward(model), _bare_forward(model)
-    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(first, second)
-    disable_block_offload(model, "cpu")
-    disable_compact_modulation(model)
-    assert not block_offload_enabled(model)
-    assert torch.equal(_bare_forward(model), expected)
-
-
-def test_block_offload_argument_errors(tmp_path):
-    model = build_tiny_transformer(0)
-    with pytest.raises(InputError, match="saves nothing"):
-        enable_block_offload(model, "cpu")
-    with pytest.raises(InputError, match="blocks_per_group"):
-        enable_block_offload(model, "cpu", blocks_per_group=0, disk_path=tmp_path)
-    with pytest.raises(InputError, match="streams need a CUDA device"):
-        enable_block_offload(model, "cpu", use_stream=True, disk_path=tmp_path)
-    enable_block_offload(model, "cpu", disk_path=tmp_path)
-    with pytest.raises(InputError, match="already enabled"):
-        enable_block_offload(model, "cpu", disk_path=tmp_path)
-
-
-def test_predict_flow_with_block_offload(tmp_path):
+@pytest.mark.parametrize("resident", [0, 1, 2])
+@pytest.mark.parametrize("compact_first", [True, False], ids=["compact-then-offload", "offload-then-compact"])
+def test_partial_block_offload_equals_resident_and_can_be_undone(resident, compact_first):
     model = build_tiny_transformer(0)
     args = memory_inputs()
     with torch.no_grad():
         expected = predict_flow(model, *args)
-        enable_block_offload(model, "cpu", disk_path=tmp_path)
-        got = predict_flow(model, *args)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if compact_first:
+        enable_compact_modulation(model)
+    enable_block_offload(model, "cpu", resident=resident)
+    if not compact_first:
+        enable_compact_modulation(model)  # plain PyTorch hooks: the order does not matter
+    assert block_offload_enabled(model) and execution_device(model) == torch.device("cpu")
+    assert resident_blocks(model) == resident
+    streamed = model.blocks[resident:]
+    at_rest = [block.attn1.to_q.weight.data for block in streamed]
+    seen = []
+    probes = [block.attn1.to_q.register_forward_pre_hook(lambda m, _: seen.append(m.weight.data.data_ptr()))
+              for block in streamed]
+    with torch.no_grad():
+        first, second = predict_flow(model, *args), predict_flow(model, *args)
+    for probe in probes:
+        probe.remove()
+    # every streamed block ran on a fresh copy of its weights, and is back on its stored copy now
+    assert len(seen) == 2 * len(streamed) and not {t.data_ptr() for t in at_rest} & set(seen)
+    assert [block.attn1.to_q.weight.data.data_ptr() for block in streamed] == [t.data_ptr() for t in at_rest]
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(first, second)
+    disable_block_offload(model, "cpu")
+    disable_compact_modulation(model)
+    assert not block_offload_enabled(model) and resident_blocks(model) == 2
+    with torch.no_grad():
+        assert torch.equal(predict_flow(model, *args), expected)
+
+
+def test_block_offload_recovers_from_a_forward_that_raised():
+    model = build_tiny_transformer(0)
+    args = memory_inputs()
+    with torch.no_grad():
+        expected = predict_flow(model, *args)
+    enable_block_offload(model, "cpu", resident=0)
+
+    def fail(_module, _args):
+        raise RuntimeError("out of memory (simulated)")
+
+    handle = model.blocks[1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="simulated"), torch.no_grad():
+        predict_flow(model, *args)
+    handle.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(predict_flow(model, *args), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_block_offload_argument_errors():
+    model = build_tiny_transformer(0)
+    with pytest.raises(InputError, match="resident blocks"):
+        enable_block_offload(model, "cpu", resident=3)
+    with pytest.raises(InputError, match="streams need an available CUDA device"):
+        enable_block_offload(model, "cpu", use_stream=True)
+    enable_block_offload(model, "cpu")
+    with pytest.raises(InputError, match="already enabled"):
+        enable_block_offload(model, "cpu")
 
 
 # ------------------------------------------------------------------ VAE tiling
@@ -221,25 +237,30 @@ def test_attention_choice(monkeypatch):
     assert attention_choice.choose_attention_backend("cuda") == "sdpa"
 
 
-def test_lora_chain_changes_under_block_offload(tmp_path, monkeypatch):
-    """prepare_for_sampling: offloaded runs with changing LoRA chains equal resident runs exactly."""
+@pytest.mark.parametrize("lora_mode", ["merged", "unfused"])
+def test_lora_chain_and_resident_blocks_change_between_runs(tmp_path, lora_mode):
+    """prepare_for_sampling: runs with changing LoRA chains and resident block counts equal plain
+    resident runs with the chain applied once."""
     import wan_egoexo.memory.runtime as runtime
     from wan_egoexo.lora import activate_loras
     from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
 
-    # on the CPU, offloading goes to disk: give the runtime's enable call a folder per call
-    folders = iter(tmp_path / f"off{i}" for i in range(10))
-    real_enable = runtime.enable_block_offload
-    monkeypatch.setattr(runtime, "enable_block_offload", lambda m, d: real_enable(m, d, disk_path=next(folders)))
     base = build_tiny_transformer(0)
     a = save_worldwander_ckpt(random_lora_state_dict(base, rank=4, seed=1), tmp_path / "a.ckpt")
     b = save_worldwander_ckpt(random_lora_state_dict(base, rank=2, seed=2), tmp_path / "b.ckpt")
     args = memory_inputs()
-    offloaded, resident = build_tiny_transformer(0), build_tiny_transformer(0)
-    for chain in ([(a, 1.0)], [(a, 0.5)], [(a, 0.5), (b, 1.0)], []):
-        runtime.prepare_for_sampling(offloaded, chain, offload=True, device="cpu")
-        activate_loras(resident, chain)
+    model = build_tiny_transformer(0)
+    runs = [([(a, 1.0)], 0), ([(a, 0.5)], 0), ([(a, 0.5), (b, 1.0)], 1), ([(a, 0.5), (b, 1.0)], None), ([], 1)]
+    for chain, resident in runs:
+        runtime.prepare_for_sampling(model, chain, resident, "cpu", lora_mode)
+        assert resident_blocks(model) == (2 if resident is None else resident)
+        assert bool(getattr(model, "peft_config", None)) == (lora_mode == "unfused" and bool(chain))
+        reference = build_tiny_transformer(0)
+        activate_loras(reference, chain)
         with torch.no_grad():
-            assert torch.equal(predict_flow(offloaded, *args), predict_flow(resident, *args))
-    runtime.prepare_for_sampling(offloaded, [], offload=False, device="cpu")
-    assert not block_offload_enabled(offloaded)
+            torch.testing.assert_close(predict_flow(model, *args), predict_flow(reference, *args),
+                                       rtol=1e-5, atol=1e-5)
+    runtime.prepare_for_sampling(model, [], None, "cpu", lora_mode)
+    assert not block_offload_enabled(model)
+    plain = build_tiny_transformer(0)
+    assert all(torch.equal(t, plain.state_dict()[n]) for n, t in model.state_dict().items())

@@ -1,98 +1,176 @@
-"""Transformer block offloading: the 30 blocks live in CPU memory (or on disk) and are copied to
-the GPU one group at a time, the next group on a side CUDA stream while the current one computes.
+"""Partial block offloading: the first N transformer blocks and everything outside the blocks stay on
+the compute device; the other blocks live in CPU memory (pinned, for asynchronous copies) and are
+copied in just before they run and dropped right after. With CUDA the next streamed block is
+copied on a side stream while the current block computes, so with N resident the device holds
+N + 2 blocks at most (the running one and the prefetched one). Without CUDA the copies are plain
+synchronous copies: exact and slower, never chosen by the memory plan, but the same code path
+(the tests run it on the CPU).
 
-This is diffusers' group offloading (``ModelMixin.enable_group_offload``, block level), reused
-as is. The modules outside the blocks (patch embedding, embedders, rotary tables, head) form one
-more group, loaded for the whole forward. With one block per group and streams, two blocks are
-resident at a time: about 0.7 GB of the 10 GB of bf16 weights.
-
-Order of set-up: load on the CPU, apply LoRAs, enable compact modulation and fp8 storage, then
-this, then compile. While offloading is on, the transformer's parameters are on the CPU between
-forwards, so callers must place inputs on ``execution_device(transformer)``, not on the device of
-a parameter.
+Written here rather than with diffusers' group offloading, which streams every block of a
+ModuleList and cannot keep a resident share (ComfyUI keeps as much resident as fits, the
+WanVideoWrapper lets users pick how many blocks to swap). The hooks are plain PyTorch forward
+(pre-)hooks, so they compose with any diffusers hook (compact modulation, layerwise fp8 casting)
+in any order. The weights at rest are the CPU copies: LoRA merging edits them in place, and
+adding or removing unfused adapters needs offloading switched off and on again
+(``runtime.prepare_for_sampling`` does that). Inference only: the copies are dropped after each
+block, which autograd cannot see.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers.hooks import HookRegistry
 
 from ..devices import resolve_device
 from ..errors import InputError
 
-_OFFLOAD_HOOKS = ("group_offloading", "lazy_prefetch_group_offloading", "layer_execution_tracker")
+_STATE_ATTR = "_wan_egoexo_block_offload"
 
 
-def _top_level_offload_hook(transformer):
-    for module in transformer.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        hook = registry.get_hook("group_offloading") if registry is not None else None
-        if hook is not None:
-            return hook
-    return None
+class _BlockStreamer:
+    """The offloading state of one transformer: which blocks stream, their CPU copies, the copies
+    in flight, and the hooks."""
+
+    def __init__(self, transformer, device: torch.device, resident: int, use_stream: bool):
+        self.device = device
+        self.resident = resident
+        self.streamed = list(range(resident, len(transformer.blocks)))
+        self.stream = torch.cuda.Stream(device) if use_stream else None
+        pin = device.type == "cuda" and torch.cuda.is_available()
+        self.tensors: dict[int, list[torch.Tensor]] = {}  # the block's parameters and buffers
+        self.at_rest: dict[int, list[torch.Tensor]] = {}  # their CPU copies (what .data is between runs)
+        self.loaded: dict[int, list[torch.Tensor]] = {}  # device copies in flight or in use
+        self.ready: dict[int, torch.cuda.Event] = {}
+        streamed = {id(t) for i in self.streamed for t in _block_tensors(transformer.blocks[i])}
+        for tensor in [*transformer.parameters(), *transformer.buffers()]:
+            if id(tensor) not in streamed:
+                tensor.data = tensor.data.to(device)
+        for index in self.streamed:
+            tensors = _block_tensors(transformer.blocks[index])
+            for tensor in tensors:
+                cpu = tensor.data.to("cpu")
+                tensor.data = cpu.pin_memory() if pin else cpu
+            self.tensors[index] = tensors
+            self.at_rest[index] = [tensor.data for tensor in tensors]
+        self.handles = [transformer.register_forward_pre_hook(self._before_forward)]
+        for index in self.streamed:
+            block = transformer.blocks[index]
+            self.handles.append(block.register_forward_pre_hook(self._before_block(index)))
+            self.handles.append(block.register_forward_hook(self._after_block(index)))
+
+    @torch.compiler.disable()
+    def _onload(self, index: int) -> None:
+        if index in self.loaded:
+            return
+        if self.stream is None:
+            self.loaded[index] = [source.to(self.device, copy=True) for source in self.at_rest[index]]
+            return
+        with torch.cuda.stream(self.stream):
+            self.loaded[index] = [source.to(self.device, non_blocking=True) for source in self.at_rest[index]]
+            self.ready[index] = self.stream.record_event()
+
+    def _next_streamed(self, index: int) -> int | None:
+        position = self.streamed.index(index) + 1
+        return self.streamed[position] if position < len(self.streamed) else None
+
+    @torch.compiler.disable()
+    def _before_forward(self, _module, _args):
+        self._put_back()  # a forward that raised half-way may have left copies in place
+        if self.streamed:
+            self._onload(self.streamed[0])  # overlaps the embeddings and the resident blocks
+
+    def _before_block(self, index: int):
+        @torch.compiler.disable()
+        def hook(_module, _args):
+            self._onload(index)
+            if self.stream is not None:
+                compute = torch.cuda.current_stream(self.device)
+                compute.wait_event(self.ready.pop(index))
+            for tensor, copy in zip(self.tensors[index], self.loaded[index]):
+                tensor.data = copy
+                if self.stream is not None:
+                    copy.record_stream(compute)  # freed only after the compute stream used it
+            following = self._next_streamed(index)
+            if following is not None:
+                self._onload(following)
+
+        return hook
+
+    def _after_block(self, index: int):
+        @torch.compiler.disable()
+        def hook(_module, _args, output):
+            for tensor, rest in zip(self.tensors[index], self.at_rest[index]):
+                tensor.data = rest
+            self.loaded.pop(index, None)
+            return output
+
+        return hook
+
+    def _put_back(self) -> None:
+        if self.stream is not None and self.loaded:
+            self.stream.synchronize()
+        for index in list(self.loaded):
+            for tensor, rest in zip(self.tensors[index], self.at_rest[index]):
+                tensor.data = rest
+        self.loaded.clear()
+        self.ready.clear()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        self._put_back()
+
+
+def _block_tensors(block) -> list[torch.Tensor]:
+    return [*block.parameters(), *block.buffers()]
+
+
+def _state(transformer) -> _BlockStreamer | None:
+    return transformer.__dict__.get(_STATE_ATTR)
 
 
 def block_offload_enabled(transformer) -> bool:
-    return _top_level_offload_hook(transformer) is not None
+    return _state(transformer) is not None
+
+
+def resident_blocks(transformer) -> int:
+    """Blocks kept on the compute device: all of them when offloading is off."""
+    state = _state(transformer)
+    return len(transformer.blocks) if state is None else state.resident
 
 
 def execution_device(transformer) -> torch.device:
-    """Where the transformer computes: the onload device when offloading, else its parameters' device."""
-    hook = _top_level_offload_hook(transformer)
-    if hook is not None:
-        return torch.device(hook.config.onload_device)
-    return transformer.patch_embedding.weight.device
+    """Where the transformer computes (offloading keeps everything outside the blocks there)."""
+    state = _state(transformer)
+    return state.device if state is not None else transformer.patch_embedding.weight.device
 
 
-def enable_block_offload(transformer, device=None, blocks_per_group: int = 1, use_stream: bool | None = None,
-                         disk_path=None, low_cpu_mem_usage: bool = False) -> None:
-    """Keep the blocks off the device and stream them in ahead of use.
+def enable_block_offload(transformer, device=None, resident: int = 0, use_stream: bool | None = None) -> None:
+    """Keep ``resident`` blocks (the first ones) and the non-block modules on ``device`` (default:
+    the first GPU) and stream the others in from CPU memory ahead of use.
 
-    device: the compute device (default: the first GPU). On a CPU-only machine offloading only
-    makes sense to disk (``disk_path``, a folder diffusers writes one safetensors per group into).
-    use_stream: prefetch the next group on a CUDA stream (default: on for CUDA; forces one block
-    per group). low_cpu_mem_usage: pin CPU memory per transfer instead of keeping a pinned copy of
-    all weights (less RAM, slower).
+    use_stream: prefetch on a side CUDA stream (default: on for CUDA devices; needs CUDA).
     """
     device = resolve_device(device)
-    if not isinstance(blocks_per_group, int) or blocks_per_group < 1:
-        raise InputError(f"blocks_per_group: expected an integer >= 1, got {blocks_per_group!r}.")
-    if device.type == "cpu" and disk_path is None:
-        raise InputError("block offload: the compute device is the CPU, where offloading to the CPU saves nothing; "
-                         "give a CUDA device, or disk_path to offload to disk.")
+    blocks = getattr(transformer, "blocks", None)
+    if blocks is None:
+        raise InputError(f"transformer: {type(transformer).__name__} has no blocks to offload; expected a diffusers "
+                         "WanTransformer3DModel.")
+    if not isinstance(resident, int) or not 0 <= resident <= len(blocks):
+        raise InputError(f"resident blocks: expected an integer from 0 to {len(blocks)}, got {resident!r}.")
     if block_offload_enabled(transformer):
         raise InputError("block offload: already enabled on this transformer (disable_block_offload first).")
     streams = device.type == "cuda" if use_stream is None else bool(use_stream)
-    if streams and device.type != "cuda":
-        raise InputError(f"block offload: CUDA streams need a CUDA device, not {device}.")
-    transformer.enable_group_offload(
-        onload_device=device,
-        offload_device=torch.device("cpu"),
-        offload_type="block_level",
-        num_blocks_per_group=1 if streams else blocks_per_group,
-        non_blocking=streams,
-        use_stream=streams,
-        record_stream=streams,
-        low_cpu_mem_usage=low_cpu_mem_usage,
-        offload_to_disk_path=None if disk_path is None else str(disk_path),
-    )
+    if streams and (device.type != "cuda" or not torch.cuda.is_available()):
+        raise InputError(f"block offload: CUDA streams need an available CUDA device, not {device}.")
+    transformer.__dict__[_STATE_ATTR] = _BlockStreamer(transformer, device, resident, streams)
 
 
 def disable_block_offload(transformer, device=None) -> None:
-    """Remove the offload hooks and put every weight on ``device`` (default: the onload device)."""
-    hook = _top_level_offload_hook(transformer)
-    if hook is None:
+    """Remove the hooks and put every weight on ``device`` (default: the compute device)."""
+    state = _state(transformer)
+    if state is None:
         return
-    target = resolve_device(device) if device is not None else torch.device(hook.config.onload_device)
-    # Onload every group first: with disk offloading the weights are only in the group files.
-    for module in transformer.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        group_hook = registry.get_hook("group_offloading") if registry is not None else None
-        if group_hook is not None and group_hook.group.onload_leader is module:
-            group_hook.group.onload_()
-            if group_hook.group.stream is not None:
-                group_hook.group.stream.synchronize()
-    registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    for name in _OFFLOAD_HOOKS:
-        registry.remove_hook(name, recurse=True)
-    transformer.to(target)
+    state.remove()
+    del transformer.__dict__[_STATE_ATTR]
+    transformer.to(resolve_device(device) if device is not None else state.device)
