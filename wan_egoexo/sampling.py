@@ -1,6 +1,7 @@
 """Flow-matching sampling of the target latents: UniPC (flow mode, the reference) or Euler,
-flow shift, text-only classifier-free guidance run as one batched forward, CPU-seeded noise,
-partial denoising from an input, and a per-step callback for progress, previews and cancelling.
+flow shift, text-only classifier-free guidance (one batched forward, or two in a row for half the
+memory), CPU-seeded noise, partial denoising from an input, and a per-step callback for progress,
+previews and cancelling.
 
 Latents here are normalised (see latents.py); the model is only reached through predict_flow.
 """
@@ -59,15 +60,23 @@ def initial_noise(shape, seed: int) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
 
 
-def guided_flow(transformer, latents, timestep, cond, uncond, source, reference, positions: str, cfg: float):
-    """The guided flow for a stack of clips (any multiple n of the conditioning batch B): the conditional
-    and unconditional passes run as one batched forward; cond/uncond [B, L, D], reference [B, ...] or None."""
+def guided_flow(transformer, latents, timestep, cond, uncond, source, reference, positions: str, cfg: float,
+                cfg_batch: int = 2):
+    """The guided flow for a stack of clips (any multiple n of the conditioning batch B); cond/uncond
+    [B, L, D], reference [B, ...] or None. ``cfg_batch`` 2 runs the conditional and unconditional
+    passes as one batched forward, 1 runs them one after the other: the same result (to rounding)
+    with half the activation memory."""
     repeat = latents.shape[0] // cond.shape[0]
     text = cond.repeat(repeat, 1, 1)
     ref = None if reference is None else reference.repeat(repeat, 1, 1, 1, 1)
+    t = timestep.expand(latents.shape[0])
     if uncond is None:
-        t = timestep.expand(latents.shape[0])
         return predict_flow(transformer, latents, t, text, source, ref, positions).float()
+    if cfg_batch == 1:
+        flow_cond = predict_flow(transformer, latents, t, text, source, ref, positions).float()
+        flow_uncond = predict_flow(transformer, latents, t, uncond.repeat(repeat, 1, 1), source, ref,
+                                   positions).float()
+        return flow_uncond + cfg * (flow_cond - flow_uncond)
     both = torch.cat([latents, latents])
     flow = predict_flow(transformer, both, timestep.expand(both.shape[0]), torch.cat([text, uncond.repeat(repeat, 1, 1)]),
                         torch.cat([source, source]), None if ref is None else torch.cat([ref, ref]), positions).float()
@@ -77,7 +86,8 @@ def guided_flow(transformer, latents, timestep, cond, uncond, source, reference,
 
 def sample_target(transformer, source, text_embeds, negative_embeds=None, reference=None,
                   positions="collaborative", settings: SamplingSettings | None = None,
-                  init_latents=None, callback=None, windows: WindowOptions | None = None) -> torch.Tensor:
+                  init_latents=None, callback=None, windows: WindowOptions | None = None,
+                  cfg_batch: int = 2) -> torch.Tensor:
     """Generate the target latents (normalised, float32, shaped like ``source``).
 
     text_embeds / negative_embeds: [B or 1, L, D]; guidance runs when cfg != 1 and a negative is given.
@@ -85,9 +95,13 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
     callback: called with a StepInfo after every step; an exception raised there stops sampling
     and propagates (the model is never modified, so it stays usable).
     windows: sliding windows for clips longer than the trained length (None or one window = the plain sampler).
+    cfg_batch: 2 = guidance in one batched forward, 1 = two forwards one after the other (half the memory).
     """
     settings = (settings or SamplingSettings()).validate()
     windows = None if windows is None else windows.validate()
+    if cfg_batch not in (1, 2):
+        raise InputError(f"cfg_batch: expected 1 (guidance as two forwards one after the other) or 2 (one "
+                         f"batched forward), got {cfg_batch!r}.")
     device = execution_device(transformer)
     batch = source.shape[0]
     source = source.to(device=device, dtype=torch.float32)
@@ -128,7 +142,8 @@ def sample_target(transformer, source, text_embeds, negative_embeds=None, refere
         t_model = t.to(device=device, dtype=torch.float32)
 
         def flow_fn(lat, src):
-            return guided_flow(transformer, lat, t_model, cond, uncond, src, reference, positions, settings.cfg)
+            return guided_flow(transformer, lat, t_model, cond, uncond, src, reference, positions, settings.cfg,
+                               cfg_batch)
 
         flow = flow_fn(latents, source) if windows is None else windowed_flow(flow_fn, latents, source, windows)
         sigma = float(scheduler.sigmas[start + i])
