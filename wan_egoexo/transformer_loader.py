@@ -28,6 +28,8 @@ from .checkpoint_files import (
 )
 from .devices import resolve_device, resolve_dtype
 from .errors import InputError, ModelFileError
+from .memory.attention_choice import ATTENTION_BACKENDS
+from .weight_source import record_weight_source
 
 EXPECTED = "the Wan2.2-TI2V-5B transformer (e.g. diffusion_models/wan2.2_ti2v_5B_fp16.safetensors)"
 LATENT_CHANNELS = 48  # Wan2.2 VAE latents; Wan2.1 and Wan2.2-14B use 16
@@ -38,7 +40,6 @@ MAX_LAYERS = 128  # the 5B has 30 blocks, the 14B 40; more means a hostile or fo
 _CONFIG_CEILINGS = {"num_layers": MAX_LAYERS, "num_attention_heads": 256, "attention_head_dim": 512,
                     "in_channels": 1024, "out_channels": 1024, "text_dim": 1 << 15, "freq_dim": 1 << 13,
                     "ffn_dim": 1 << 17, "rope_max_seq_len": 1 << 16, "image_dim": 1 << 15, "pos_embed_seq_len": 1 << 16}
-ATTENTION_BACKENDS = ("sdpa", "flash", "flash_hub", "_flash_3", "sage", "native")
 
 
 def infer_transformer_config(path, shapes: dict[str, tuple[int, ...]]) -> dict:
@@ -146,7 +147,9 @@ def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
         raise ModelFileError(path, "does not match the Wan transformer layout: " + "; ".join(detail) + ".", EXPECTED)
     _check_tensors(path, model_shapes, header, renamed)
     tensors = load_from_files({k: path for k in header}, list(renamed.values()))
-    return _build(config, {k: tensors[v] for k, v in renamed.items()}, device, dtype)
+    model = _build(config, {k: tensors[v] for k, v in renamed.items()}, device, dtype)
+    record_weight_source(model, {k: (path, v) for k, v in renamed.items()})
+    return model
 
 
 def _load_diffusers_folder(folder: Path, device, dtype) -> WanTransformer3DModel:
@@ -178,7 +181,9 @@ def _load_diffusers_folder(folder: Path, device, dtype) -> WanTransformer3DModel
         raise ModelFileError(folder, f"weights do not match its config.json ({len(expected - set(infos))} missing, "
                              f"{len(set(infos) - expected)} unknown).", EXPECTED)
     _check_tensors(folder, model_shapes, infos, {k: k for k in expected})
-    return _build(kwargs, load_from_files(where, sorted(expected)), device, dtype)
+    model = _build(kwargs, load_from_files(where, sorted(expected)), device, dtype)
+    record_weight_source(model, {k: (where[k], k) for k in expected})
+    return model
 
 
 def load_transformer(path, device=None, dtype=None, attention: str | None = None) -> WanTransformer3DModel:

@@ -1,26 +1,45 @@
 """LoRA support: reading every common LoRA layout (and WorldWander .ckpt files, safely), applying
-LoRAs to a diffusers Wan transformer as unfused, stackable PEFT adapters, and converting files to a
-layout diffusers and ComfyUI both load."""
+LoRAs to a diffusers Wan transformer as unfused, stackable PEFT adapters or merged into the base
+weights (restored bit for bit when the chain changes), and converting files to a layout diffusers
+and ComfyUI both load.
 
-from .adapters import active_loras, apply_lora, apply_lora_weights, remove_loras, set_lora_strength
-from .convert import convert_lora_file
-from .layouts import LoraModule, LoraWeights, normalize_lora_state_dict, original_wan_module_name, read_lora_file
-from .safe_checkpoint import load_checkpoint_tensors
-from .stack import activate_loras, adapter_name_for
+Names are imported on first use: the merged path and the file readers never import peft.
+"""
 
-__all__ = [
-    "LoraModule",
-    "LoraWeights",
-    "activate_loras",
-    "active_loras",
-    "adapter_name_for",
-    "apply_lora",
-    "apply_lora_weights",
-    "convert_lora_file",
-    "load_checkpoint_tensors",
-    "normalize_lora_state_dict",
-    "original_wan_module_name",
-    "read_lora_file",
-    "remove_loras",
-    "set_lora_strength",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "LoraModule": "layouts",
+    "LoraWeights": "layouts",
+    "normalize_lora_state_dict": "layouts",
+    "original_wan_module_name": "layouts",
+    "read_lora_file": "layouts",
+    "load_checkpoint_tensors": "safe_checkpoint",
+    "convert_lora_file": "convert",
+    "active_loras": "adapters",
+    "apply_lora": "adapters",
+    "apply_lora_weights": "adapters",
+    "remove_loras": "adapters",
+    "set_lora_strength": "adapters",
+    "activate_loras": "stack",
+    "adapter_name_for": "stack",
+    "lora_chain": "stack",
+    "merge_loras": "merge",
+    "merged_loras": "merge",
+    "restore_base_weights": "merge",
+    "set_merged_loras": "merge",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -24,6 +24,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from ..errors import InputError, ModelFileError
 from ..finite_checks import check_lora_strength
 from .layouts import EXPECTED_LORA, LoraModule, LoraWeights, read_lora_file
+from .matching import match_lora_modules, warn_not_loaded
 
 # Strength of each adapter added here, kept on the transformer (removed with the last adapter).
 _STRENGTHS_ATTR = "_wan_egoexo_lora_strengths"
@@ -70,25 +71,8 @@ def _unique_name(transformer, source: str, name: str | None) -> str:
     return candidate
 
 
-def _match_modules(transformer, weights: LoraWeights) -> tuple[dict[str, LoraModule], list[str]]:
-    """Split the LoRA's modules into those that land on a linear layer of the transformer and the
-    file keys of the rest. A module that lands on a layer of another size means another model."""
-    layers = dict(transformer.named_modules())
-    matched, unmatched_keys = {}, []
-    for name, module in weights.modules.items():
-        layer = layers.get(name)
-        if isinstance(layer, BaseTunerLayer):
-            layer = layer.get_base_layer()
-        if not isinstance(layer, torch.nn.Linear):
-            unmatched_keys.extend(module.keys or (name,))
-            continue
-        lora_shape = (module.up.shape[0], module.down.shape[1])
-        if lora_shape != (layer.out_features, layer.in_features):
-            raise ModelFileError(weights.source, f"its LoRA for {name} is {lora_shape[0]}x{lora_shape[1]} but that "
-                                 f"layer of the transformer is {layer.out_features}x{layer.in_features}: the LoRA "
-                                 "was made for a different model.", EXPECTED_LORA)
-        matched[name] = module
-    return matched, unmatched_keys
+def _base_layer(layer):
+    return layer.get_base_layer() if isinstance(layer, BaseTunerLayer) else layer
 
 
 def _lora_config(modules: dict[str, LoraModule]) -> LoraConfig:
@@ -157,24 +141,12 @@ def _delete_adapters(transformer, names) -> None:
             transformer.__dict__.pop(attr, None)
 
 
-def _warn_not_loaded(weights: LoraWeights, unmatched_keys: list[str]) -> None:
-    if weights.unrecognized:
-        warnings.warn(f"{weights.source}: {len(weights.unrecognized)} keys could not be read as LoRA weights and "
-                      f"were not loaded: {', '.join(weights.unrecognized)}", stacklevel=3)
-    if unmatched_keys:
-        warnings.warn(f"{weights.source}: {len(unmatched_keys)} LoRA keys match no linear layer of this "
-                      f"transformer and were not loaded: {', '.join(unmatched_keys)}", stacklevel=3)
-
-
 def apply_lora_weights(transformer, weights: LoraWeights, strength: float = 1.0, name: str | None = None) -> str:
     """Add already-read LoRA weights as a new unfused adapter; see apply_lora."""
     strength = check_lora_strength(strength)
     name = _unique_name(transformer, weights.source, name)
-    matched, unmatched_keys = _match_modules(transformer, weights)
-    if not matched:
-        raise ModelFileError(weights.source, f"none of its {len(weights.modules)} LoRA modules matches a linear layer "
-                             f"of this transformer (for example {sorted(weights.modules)[:3]}).", EXPECTED_LORA)
-    _warn_not_loaded(weights, unmatched_keys)
+    matched, unmatched_keys = match_lora_modules(transformer, weights, _base_layer)
+    warn_not_loaded(weights, unmatched_keys)
 
     requires_grad = {p: p.requires_grad for p in transformer.parameters()}
     try:

@@ -13,7 +13,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..finite_checks import check_lora_strength
-from .adapters import active_loras, apply_lora, remove_loras, set_lora_strength
 
 
 def adapter_name_for(path: str | os.PathLike) -> str:
@@ -29,16 +28,23 @@ def adapter_name_for(path: str | os.PathLike) -> str:
     return f"{stem}-{digest}"
 
 
-def activate_loras(transformer, loras) -> list[str]:
-    """Make ``loras`` ([(path, strength), ...]; the same file twice adds its strengths) the exact set
-    of LoRAs on ``transformer``. Adapters not in the list are removed. Returns the adapter names."""
-    wanted: OrderedDict[str, list] = OrderedDict()
+def lora_chain(loras) -> OrderedDict[str, tuple[str, float]]:
+    """[(path, strength), ...] as {adapter name: (path, total strength)}: the same file twice adds
+    its strengths, the order of first appearance is kept."""
+    chain: OrderedDict[str, tuple[str, float]] = OrderedDict()
     for path, strength in loras:
         name = adapter_name_for(path)
-        if name in wanted:
-            wanted[name][1] += check_lora_strength(strength)
-        else:
-            wanted[name] = [path, check_lora_strength(strength)]
+        previous = chain[name][1] if name in chain else 0.0
+        chain[name] = (str(path), previous + check_lora_strength(strength))
+    return chain
+
+
+def activate_loras(transformer, loras) -> list[str]:
+    """Make ``loras`` ([(path, strength), ...]; the same file twice adds its strengths) the exact set
+    of unfused LoRAs on ``transformer``. Adapters not in the list are removed. Returns the adapter names."""
+    from .adapters import active_loras, apply_lora, remove_loras, set_lora_strength  # noqa: PLC0415  (peft)
+
+    wanted = lora_chain(loras)
     current = active_loras(transformer)
     stale = [name for name in current if name not in wanted]
     if stale:

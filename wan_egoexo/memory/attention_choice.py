@@ -11,6 +11,8 @@ import torch
 
 from ..devices import resolve_device
 
+# Every backend name ``transformer_loader.set_attention_backend`` accepts (the Model Loader's menu).
+ATTENTION_BACKENDS = ("sdpa", "flash", "flash_hub", "_flash_3", "sage", "native")
 SDPA = "sdpa"
 FLASH_2 = "flash"
 FLASH_3 = "_flash_3"

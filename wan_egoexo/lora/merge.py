@@ -1,0 +1,133 @@
+"""Merged LoRAs: each adapted weight becomes W + sum_i strength_i * (alpha_i / rank_i) * up_i @ down_i,
+summed in float32 on the compute device and rounded once into the weight's dtype, in place. A
+merged transformer is a plain transformer: no adapter layers, no extra matrix products per token,
+and peft is never imported. For runs whose LoRA chain is fixed (the CLI) or unchanged since the
+last run (the sampler node); unfused adapters (``adapters.py``) stay available for chains that
+change often, and for training.
+
+Putting the base weights back when the chain changes is bit-exact. The backup is the model file
+itself when the transformer was loaded from one (``wan_egoexo.weight_source``): the touched tensors
+are read again through safetensors' memory map and cast as the loader cast them, so it costs no
+memory, only reading them (for the WorldWander LoRA, the ten linears of every block: 4.9 G
+parameters, 9.8 GB of the 5B's fp16 file, from the page cache or the disk). A transformer built in
+memory has no file: its touched weights are copied to CPU memory before the first merge, at their
+size. Weights are edited in place (``.data.copy_``), so block offloading's CPU copies follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import InputError
+from ..weight_source import read_original, weight_source
+from .layouts import read_lora_file
+from .matching import match_lora_modules, warn_not_loaded
+from .stack import lora_chain
+
+_STATE_ATTR = "_wan_egoexo_merged_loras"
+
+
+@dataclass
+class _MergedState:
+    chain: dict[str, float] = field(default_factory=dict)  # adapter name -> strength, in merge order
+    touched: list[str] = field(default_factory=list)  # parameter names changed in place
+    backup: dict[str, torch.Tensor] = field(default_factory=dict)  # CPU copies, when there is no file
+
+
+def merged_loras(transformer) -> dict[str, float]:
+    """The merged chain: adapter name (``stack.adapter_name_for``) -> strength; empty when unmerged."""
+    state = transformer.__dict__.get(_STATE_ATTR)
+    return dict(state.chain) if state is not None else {}
+
+
+def _check_plain(transformer, action: str) -> None:
+    if getattr(transformer, "peft_config", None):
+        raise InputError(f"LoRA: cannot {action} while unfused LoRA adapters are applied "
+                         f"({sorted(transformer.peft_config)}); remove them first (remove_loras).")
+    for module in transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook("layerwise_casting") is not None:
+            raise InputError(f"LoRA: cannot {action} on a transformer with fp8 weight storage; merge before "
+                             "enabling it (the CLI does), or load the model again.")
+
+
+def _compute_device(transformer, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    from ..memory.offload import execution_device  # noqa: PLC0415
+
+    return execution_device(transformer)
+
+
+def merge_loras(transformer, loras, device=None) -> list[str]:
+    """Merge ``loras`` ([(path, strength)]; a file listed twice adds its strengths) into the base
+    weights of an unmerged transformer. All or nothing: every file is read and matched before a
+    weight changes, and a failure half-way puts the base weights back. Returns the adapter names.
+    ``device``: where the products are computed (default: where the transformer computes)."""
+    _check_plain(transformer, "merge LoRAs")
+    if merged_loras(transformer):
+        raise InputError("LoRA: this transformer already has merged LoRAs; restore_base_weights first "
+                         "(or use set_merged_loras).")
+    chain = lora_chain(loras)
+    per_layer: dict[str, list] = {}
+    for name, (path, strength) in chain.items():
+        weights = read_lora_file(path)
+        matched, unmatched = match_lora_modules(transformer, weights)
+        warn_not_loaded(weights, unmatched)
+        if strength != 0.0:
+            for layer, module in matched.items():
+                per_layer.setdefault(layer, []).append((strength * module.scale, module))
+    state = _MergedState(chain={name: strength for name, (_path, strength) in chain.items()})
+    transformer.__dict__[_STATE_ATTR] = state
+    layers = dict(transformer.named_modules())
+    source = weight_source(transformer)
+    compute = _compute_device(transformer, device)
+    try:
+        with torch.no_grad():
+            for layer_name, terms in per_layer.items():
+                name = f"{layer_name}.weight"
+                weight = layers[layer_name].weight.data
+                if source is None or name not in source.keys:
+                    state.backup[name] = weight.to("cpu", copy=True)
+                state.touched.append(name)
+                total = weight.to(compute, torch.float32, copy=True)
+                for factor, module in terms:
+                    up, down = module.up.to(compute, torch.float32), module.down.to(compute, torch.float32)
+                    total.addmm_(up, down, alpha=factor)
+                weight.copy_(total)  # one rounding into the weight's dtype, in place
+    except BaseException:
+        restore_base_weights(transformer)
+        raise
+    return list(chain)
+
+
+def restore_base_weights(transformer) -> None:
+    """Put every weight a merge changed back, bit for bit (from the model file, else the CPU copy)."""
+    state = transformer.__dict__.get(_STATE_ATTR)
+    if state is None:
+        return
+    source = weight_source(transformer)
+    parameters = dict(transformer.named_parameters())
+    with torch.no_grad():
+        for name in state.touched:
+            weight = parameters[name].data
+            original = state.backup.get(name)
+            if original is None:
+                original = read_original(source, name, weight)
+            weight.copy_(original)
+    del transformer.__dict__[_STATE_ATTR]
+
+
+def set_merged_loras(transformer, loras, device=None) -> bool:
+    """Make ``loras`` exactly the merged chain: nothing happens when it already is (same files,
+    same strengths), else the base weights are restored and the new chain merged. Returns whether
+    the weights changed."""
+    wanted = {name: strength for name, (_path, strength) in lora_chain(loras).items()}
+    if merged_loras(transformer) == wanted:
+        return False
+    restore_base_weights(transformer)
+    if wanted:
+        merge_loras(transformer, loras, device)
+    return True
