@@ -28,7 +28,7 @@ class ModelHandle:
     transformer: torch.nn.Module
     name: str
     loras: tuple[tuple[str, float], ...] = ()
-    offload: bool = False  # stream blocks from CPU memory while sampling
+    memory: str = "auto"  # "auto" / "resident" / "offload": how many blocks stay on the GPU while sampling
 
     def with_lora(self, path: str, strength: float) -> "ModelHandle":
         return replace(self, loras=self.loras + ((str(path), float(strength)),))

@@ -26,8 +26,8 @@ class WorldWanderModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from wan_egoexo.memory.runtime import MEMORY_MODES  # noqa: PLC0415
-        from wan_egoexo.transformer_loader import ATTENTION_BACKENDS  # noqa: PLC0415  (imports diffusers)
+        from wan_egoexo.memory.attention_choice import ATTENTION_BACKENDS  # noqa: PLC0415
+        from wan_egoexo.memory.choices import MEMORY_MODES  # noqa: PLC0415
 
         return {"required": {
             "model_name": (host.model_choices(host.TRANSFORMER_FOLDERS), {
@@ -41,27 +41,28 @@ class WorldWanderModelLoader:
                 "tooltip": "Attention kernel. sdpa = PyTorch's built-in; flash / sage need their packages."}),
             "memory": (list(MEMORY_MODES), {
                 "default": "auto",
-                "tooltip": "auto: offload when the free GPU memory needs it at 1280x704x49. resident: all weights "
-                           "on the GPU (fastest). offload: blocks stream from CPU memory ahead of use (24 GB GPUs)."}),
+                "tooltip": "auto: when sampling, sized for that clip: first guidance as two passes (exact), then "
+                           "as many blocks on the GPU as fit, the rest streamed from CPU memory. resident: all "
+                           "weights on the GPU (fastest). offload: every block streamed (least GPU memory)."}),
         }}
 
     def load(self, model_name, dtype, attention, memory="auto"):
         from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
         from wan_egoexo.memory.modulation import enable_compact_modulation  # noqa: PLC0415
-        from wan_egoexo.memory.runtime import wants_offload  # noqa: PLC0415
         from wan_egoexo.transformer_loader import load_transformer  # noqa: PLC0415
 
         path = host.model_path(host.TRANSFORMER_FOLDERS, model_name, "model_name")
         device = host.torch_device()
-        offload = wants_offload(memory, device)
-        # Resident: parked where ComfyUI parks its own models; the sampler has ComfyUI load it.
-        transformer = load_transformer(path, device="cpu" if offload else host.offload_device("diffusion"),
+        stream_all = memory == "offload"
+        # Parked where ComfyUI parks its own models; the sampler plans for its clip, then has ComfyUI
+        # load a resident transformer or keeps the planned blocks resident and streams the others.
+        transformer = load_transformer(path, device="cpu" if stream_all else host.offload_device("diffusion"),
                                        attention=attention,
                                        dtype=resolve_dtype(None if dtype == "auto" else dtype, device))
-        enable_compact_modulation(transformer)  # exact, and no [tokens, 6, 3072] fp32 copies
-        if not offload:  # offloaded blocks stream themselves; nothing stays on the GPU to manage
+        enable_compact_modulation(transformer)  # no [tokens, 6, 3072] fp32 tensors; as close to fp32 as diffusers
+        if not stream_all:  # offloaded blocks stream themselves; nothing stays on the GPU to manage
             host.manage(transformer, "diffusion")
-        return (ModelHandle(transformer, model_name, offload=offload),)
+        return (ModelHandle(transformer, model_name, memory=memory),)
 
 
 class WorldWanderLoraLoader:
@@ -111,7 +112,7 @@ class WorldWanderVAELoader:
         }}
 
     def load(self, vae_name, tiling="auto"):
-        from wan_egoexo.memory.auto import choose_memory_plan  # noqa: PLC0415
+        from wan_egoexo.memory.runtime import wants_vae_tiling  # noqa: PLC0415
         from wan_egoexo.memory.vae_chunking import enable_vae_tiling  # noqa: PLC0415
         from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
 
@@ -119,7 +120,7 @@ class WorldWanderVAELoader:
         device = host.torch_device()
         vae = load_vae(path, device=host.offload_device("vae"))
         host.manage(vae, "vae")  # ComfyUI loads it onto its VAE device for each encode / decode
-        if tiling == "on" or tiling == "auto" and choose_memory_plan(device=device).vae_tiling:
+        if tiling == "on" or tiling == "auto" and wants_vae_tiling(device):
             enable_vae_tiling(vae)
         return (vae,)
 

@@ -1,5 +1,7 @@
-"""The sampler node: makes the model's LoRAs active at their strengths, samples the target latents
-in context, and returns them raw (un-normalised) so ComfyUI's own VAE Decode can decode them too.
+"""The sampler node: plans the memory for the clip it gets (guidance batched or sequential, blocks
+resident or streamed), makes the model's LoRAs active at their strengths (merged or unfused), samples
+the target latents in context, and returns them raw (un-normalised) so ComfyUI's own VAE Decode can
+decode them too.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import torch
 
 from wan_egoexo.comfy_interop import latent_samples
 from wan_egoexo.errors import InputError
+from wan_egoexo.memory.choices import CFG_BATCH_MODES, LORA_MODES
 
 from . import host
 from .handles import CONTEXT, MODEL, TEXT
@@ -24,7 +27,7 @@ class WorldWanderSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from wan_egoexo.sampling import SOLVERS  # noqa: PLC0415
+        from wan_egoexo.sampling import SOLVERS  # noqa: PLC0415  (imports neither diffusers nor peft)
 
         return {
             "required": {
@@ -59,13 +62,23 @@ class WorldWanderSampler:
                 "init_latent": ("LATENT", {
                     "tooltip": "Only with denoise < 1: a latent of the target's size to start from (e.g. an "
                                "earlier result)."}),
+                "cfg_batch": (list(CFG_BATCH_MODES), {
+                    "default": "auto",
+                    "tooltip": "How the guided and unguided passes run. batched: one forward of both (fastest on "
+                               "small clips). sequential: one after the other, the same result with half the "
+                               "activation memory. auto: batched when the GPU has room for it."}),
+                "lora_mode": (list(LORA_MODES), {
+                    "default": "merged",
+                    "tooltip": "merged: the LoRAs are added into the weights (fastest sampling; changing the LoRA "
+                               "chain re-reads the touched weights from the model file, bit-exact). unfused: "
+                               "separate adapters (a few percent slower; chain changes cost nothing)."}),
             },
         }
 
     def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, window=0, overlap=4,
-               init_latent=None):
+               init_latent=None, cfg_batch="auto", lora_mode="merged"):
         from wan_egoexo.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
-        from wan_egoexo.memory.runtime import prepare_for_sampling  # noqa: PLC0415
+        from wan_egoexo.memory.runtime import prepare_sampler_run  # noqa: PLC0415
         from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: PLC0415
         from wan_egoexo.windows import WindowOptions  # noqa: PLC0415
 
@@ -80,14 +93,16 @@ class WorldWanderSampler:
                 raise InputError(f"init_latent: denoise {settings.denoise:g} < 1 starts from a latent; connect "
                                  "init_latent or set denoise to 1.0.")
             init = normalize_latents(latent_samples(init_latent, "init_latent").float(), context.vae)
-        prepare_for_sampling(model.transformer, list(model.loras), model.offload, host.torch_device())
-        frames, height, width = context.source.shape[2:]
-        host.ready_transformer_for_sampling(  # ComfyUI loads it, freeing other models only as needed
-            model.transformer, model.offload, min(frames, windows.length) if windows else frames, height, width,
-            has_reference=context.reference is not None,
-            cfg_batch=1 if text.negative is None or settings.cfg == 1 else 2)
+        frames = context.source.shape[2] if windows is None else min(context.source.shape[2], windows.length)
+        grid, has_reference = (frames, *context.source.shape[3:]), context.reference is not None
+        plan = prepare_sampler_run(model.transformer, list(model.loras), model.memory, host.torch_device(), grid,
+                                   has_reference, guidance=settings.cfg != 1.0 and text.negative is not None,
+                                   cfg_batch=cfg_batch, lora_mode=lora_mode, park=host.offload_device("diffusion"))
+        host.ready_transformer_for_sampling(  # ComfyUI loads a resident one, freeing other models only as needed
+            model.transformer, plan.block_offload, *grid, has_reference=has_reference, cfg_batch=plan.cfg_batch)
         with torch.no_grad():
             latents = sample_target(model.transformer, context.source, text.positive, text.negative,
                                     reference=context.reference, positions=context.positions, settings=settings,
-                                    init_latents=init, callback=host.StepReporter(settings.steps), windows=windows)
+                                    init_latents=init, callback=host.StepReporter(settings.steps), windows=windows,
+                                    cfg_batch=plan.cfg_batch)
         return ({"samples": denormalize_latents(latents.float().cpu(), context.vae)},)

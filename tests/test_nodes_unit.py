@@ -165,14 +165,17 @@ def nodes():
 
 @pytest.fixture
 def lora_calls(monkeypatch):
-    """Records the LoRA lists the sampler hands to wan_egoexo.lora.activate_loras (which still runs)."""
-    calls, real = [], wan_egoexo.lora.activate_loras
+    """Records the LoRA lists the sampler hands to wan_egoexo.memory.runtime.prepare_for_sampling
+    (which still runs)."""
+    import wan_egoexo.memory.runtime as runtime
 
-    def record(transformer, loras):
+    calls, real = [], runtime.prepare_for_sampling
+
+    def record(transformer, loras, *args, **kwargs):
         calls.append(list(loras))
-        return real(transformer, loras)
+        return real(transformer, loras, *args, **kwargs)
 
-    monkeypatch.setattr(wan_egoexo.lora, "activate_loras", record)
+    monkeypatch.setattr(runtime, "prepare_for_sampling", record)
     return calls
 
 
