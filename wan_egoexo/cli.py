@@ -72,9 +72,18 @@ def _translate_parser(sub) -> None:
                    help="attention backend: auto (flash-attn when installed and supported, else sdpa), sdpa, flash, ...")
     m = p.add_argument_group("memory (auto picks the fastest set that fits the free GPU memory; flags override it)")
     m.add_argument("--memory", default="auto", choices=["auto", "none"],
-                   help="none: everything resident, no prompt cache, diffusers' default modulation")
+                   help="none: everything resident, no prompt cache, diffusers' default modulation, unfused LoRA")
+    m.add_argument("--cfg-batch", type=int, choices=[1, 2], default=None,
+                   help="guidance: 2 = both passes in one batch, 1 = one after the other (exact, half the "
+                   "activation memory); default: per plan")
     m.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
-                   help="stream transformer blocks from CPU memory ahead of use (24 GB GPUs)")
+                   help="stream transformer blocks from CPU memory ahead of use (default: per plan, which keeps as "
+                   "many resident as fit)")
+    m.add_argument("--resident-blocks", type=int, default=None,
+                   help="with offloading: transformer blocks kept on the GPU (default: as many as fit; --offload "
+                   "alone: 0)")
+    m.add_argument("--lora-mode", choices=["merged", "unfused"], default=None,
+                   help="merged: LoRA added into the weights (fastest); unfused: a separate adapter")
     m.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=None,
                    help="store transformer weights in fp8, compute in bf16 (16 GB GPUs; slightly lossy)")
     m.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,

@@ -56,24 +56,38 @@ def _options(args, demo: bool, problems: Problems):
     return settings, fit, windows
 
 
-def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: SamplingSettings, device):
+def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: SamplingSettings, device,
+                has_lora: bool = True):
     """The memory plan for this run: chosen from the free GPU memory (--memory auto) for the largest
-    forward the run makes (one window), then overridden by the explicit flags."""
+    forward the run makes (one window, with the clip's size, task and guidance), then overridden by
+    the explicit flags."""
     from .devices import resolve_device  # noqa: PLC0415
+    from .errors import InputError  # noqa: PLC0415
     from .memory.auto import MemoryPlan, choose_memory_plan  # noqa: PLC0415
 
     device = resolve_device(device)
+    guidance = settings.cfg != 1
+    merge = args.lora_mode != "unfused" and (args.memory == "auto" or args.lora_mode == "merged")
     if args.memory == "auto":
         window_frames = (windows.length - 1) * 4 + 1
         frames = min(fit.max_frames or window_frames, window_frames)
-        plan = choose_memory_plan(fit.height or 704, fit.width or 1280, frames, task.uses_reference,
-                                  1 if settings.cfg == 1 else 2, device)
+        plan = choose_memory_plan(fit.height or 704, fit.width or 1280, frames, task.uses_reference, guidance,
+                                  args.cfg_batch, device, lora_rank=0 if merge or not has_lora else 80)
     else:
         plan = MemoryPlan(device=str(device), compact_modulation=False, prompt_cache=False,
-                          text_encoder_device=str(device))
-    overrides = {"block_offload": args.offload, "fp8_weights": args.fp8, "vae_tiling": args.vae_tiling,
-                 "text_encoder_device": args.text_encoder_device}
+                          text_encoder_device=str(device), cfg_batch=args.cfg_batch or 2)
+    overrides = {"fp8_weights": args.fp8, "vae_tiling": args.vae_tiling,
+                 "text_encoder_device": args.text_encoder_device, "cfg_batch": args.cfg_batch}
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides["merge_loras"] = merge
+    if args.resident_blocks is not None:
+        if args.offload is False:
+            raise InputError("--resident-blocks: only with offloading; drop --no-offload.")
+        overrides["resident_blocks"] = args.resident_blocks
+    elif args.offload is False:
+        overrides["resident_blocks"] = None
+    elif args.offload and plan.resident_blocks is None:
+        overrides["resident_blocks"] = 0
     if args.no_prompt_cache or args.demo:
         overrides["prompt_cache"] = False
     if args.compile:
@@ -163,13 +177,16 @@ def run_translate(args) -> int:
             return report.exit_code
         files = _model_files(args, task, Path(work))
         device, dtype = ("cpu", "fp32") if args.demo else (args.device, args.dtype)
-        plan = memory_plan(args, task, _largest(fit, jobs) if jobs else fit, windows, settings, device)
+        plan = memory_plan(args, task, _largest(fit, jobs) if jobs else fit, windows, settings, device,
+                           files.lora is not None)
         models = load_models(files, task, args.prompt, args.negative_prompt, settings.cfg, args.lora_strength,
                              device, dtype, plan.attention, plan=plan, prompt_cache_dir=args.prompt_cache)
-        on = [name for name in ("compact_modulation", "vae_tiling", "block_offload", "fp8_weights", "prompt_cache",
+        on = [name for name in ("compact_modulation", "vae_tiling", "fp8_weights", "prompt_cache", "merge_loras",
                                 "compile_blocks") if getattr(plan, name)]
-        print(f"memory plan on {plan.device}: {', '.join(on) or 'defaults'}; attention {plan.attention}; "
-              f"text encoder on {plan.text_encoder_device}")
+        blocks = "all blocks resident" if plan.resident_blocks is None else \
+            f"{plan.resident_blocks} blocks resident, the rest streamed"
+        print(f"memory plan on {plan.device}: {', '.join(on) or 'defaults'}; guidance batch {plan.cfg_batch}; "
+              f"{blocks}; attention {plan.attention}; text encoder on {plan.text_encoder_device}")
 
         def translate_one(job):
             start = time.perf_counter()

@@ -20,12 +20,7 @@ from .finite_checks import check_lora_strength
 from .devices import resolve_device, resolve_dtype
 from .latents import decode_latents, encode_video
 from .memory.auto import MemoryPlan
-from .memory.compile import compile_blocks
-from .memory.fp8_weights import enable_fp8_storage
-from .memory.modulation import enable_compact_modulation
-from .memory.offload import enable_block_offload
 from .memory.prompt_cache import encode_prompts_cached
-from .memory.vae_chunking import enable_vae_tiling
 from .model_files import ModelFiles
 from .sampling import SamplingSettings, sample_target
 from .tasks import Task, get_task
@@ -88,17 +83,18 @@ def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps
                      reference_image=None, fit: FitOptions | None = None,
                      settings: SamplingSettings | None = None, positions: str = "collaborative",
                      callback=None, windows: WindowOptions | None = None,
-                     frame_rate: str = "model") -> TranslationResult:
+                     frame_rate: str = "model", cfg_batch: int = 2) -> TranslationResult:
     """Translate uint8 frames [F, H, W, 3] with already loaded models and encoded prompts.
 
     windows: sliding windows for clips longer than one window (None = one pass over the whole clip).
     frame_rate: "model" returns the fitted frames (8 fps by default); "source" resamples them back
-    to the input's frame rate and frame count over the covered span."""
+    to the input's frame rate and frame count over the covered span.
+    cfg_batch: 2 = guidance in one batched forward, 1 = two forwards in a row (half the memory)."""
     start = time.perf_counter()
     video, info = fit_video(frames, fps, fit or FitOptions())
     fit_seconds = time.perf_counter() - start
     result = translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info, task, reference_image,
-                              settings, positions, callback, windows, frame_rate)
+                              settings, positions, callback, windows, frame_rate, cfg_batch)
     result.timings = {"fit": fit_seconds, **result.timings}
     return result
 
@@ -106,7 +102,7 @@ def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps
 def translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info: FitInfo, task,
                      reference_image=None, settings: SamplingSettings | None = None,
                      positions: str = "collaborative", callback=None, windows: WindowOptions | None = None,
-                     frame_rate: str = "model") -> TranslationResult:
+                     frame_rate: str = "model", cfg_batch: int = 2) -> TranslationResult:
     """translate_frames for a clip already fitted to the grid (video [3, F, H, W] in [-1, 1] and its FitInfo)."""
     task = get_task(task)
     timings: dict[str, float] = {}
@@ -119,7 +115,8 @@ def translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info
     start = time.perf_counter()
     with torch.no_grad():
         latents = sample_target(transformer, source, text_embeds, negative_embeds, reference=ref_latents,
-                                positions=positions, settings=settings, callback=callback, windows=windows)
+                                positions=positions, settings=settings, callback=callback, windows=windows,
+                                cfg_batch=cfg_batch)
     timings["sample"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -145,6 +142,7 @@ class LoadedModels:
     negative_embeds: torch.Tensor | None
     task: Task
     load_seconds: dict[str, float] = field(default_factory=dict)
+    cfg_batch: int = 2  # how guidance runs (the memory plan's choice)
 
 
 def _encode_text(files: ModelFiles, prompts: list[str], plan: MemoryPlan | None, prompt_cache_dir, device):
@@ -162,17 +160,25 @@ def _encode_text(files: ModelFiles, prompts: list[str], plan: MemoryPlan | None,
 
 
 def apply_memory_plan(transformer, vae, plan: MemoryPlan, dtype=None) -> None:
-    """Memory options on loaded models, in the order they compose: compact modulation, then fp8
-    storage, then block offloading (it wraps the others), then compilation. LoRAs go on before."""
+    """Memory options on loaded models: compact modulation, fp8 storage (after merging LoRAs, which
+    go on before), block offloading with the plan's resident blocks, then compilation."""
+    from .memory.compile import compile_blocks  # noqa: PLC0415
+    from .memory.modulation import enable_compact_modulation  # noqa: PLC0415
+    from .memory.offload import enable_block_offload  # noqa: PLC0415
+
     if vae is not None and plan.vae_tiling:
+        from .memory.vae_chunking import enable_vae_tiling  # noqa: PLC0415
+
         enable_vae_tiling(vae)
     if plan.compact_modulation:
         enable_compact_modulation(transformer)
     if plan.fp8_weights:
+        from .memory.fp8_weights import enable_fp8_storage  # noqa: PLC0415
+
         enable_fp8_storage(transformer, resolve_dtype(dtype, resolve_device(plan.device)),
                            device=None if plan.block_offload else plan.device)
     if plan.block_offload:
-        enable_block_offload(transformer, plan.device)
+        enable_block_offload(transformer, plan.device, plan.resident_blocks)
     if plan.compile_blocks:
         compile_blocks(transformer)
 
@@ -181,9 +187,8 @@ def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "",
                 lora_strength: float = 1.0, device=None, dtype=None, attention=None, log=print,
                 plan: MemoryPlan | None = None, prompt_cache_dir=None) -> LoadedModels:
     """Encode the prompt (the text encoder is released before anything else loads), then load the VAE,
-    the transformer and the LoRA, and apply the memory ``plan`` (None: everything resident, no cache)."""
-    from .lora import apply_lora  # noqa: PLC0415  (peft is imported only when a LoRA is used)
-
+    the transformer and the LoRA (merged into the weights when the plan says so, else an unfused
+    adapter), and apply the memory ``plan`` (None: everything resident, no cache, unfused LoRA)."""
     task = get_task(task)
     if files.lora is not None:
         check_lora_strength(lora_strength)  # before anything loads
@@ -199,12 +204,19 @@ def load_models(files: ModelFiles, task, prompt=None, negative_prompt: str = "",
                                    dtype=resolve_dtype(dtype, resolve_device(plan.device if plan else device)),
                                    attention=attention or (plan.attention if plan else None))
     if files.lora is not None:
-        apply_lora(transformer, files.lora, strength=lora_strength)
+        if plan is not None and plan.merge_loras:
+            from .lora import merge_loras  # noqa: PLC0415
+
+            merge_loras(transformer, [(files.lora, lora_strength)], device=plan.device)
+        else:
+            from .lora import apply_lora  # noqa: PLC0415  (peft adapters)
+
+            apply_lora(transformer, files.lora, strength=lora_strength)
     if plan is not None:
         apply_memory_plan(transformer, vae, plan, dtype)
     seconds["load"] = time.perf_counter() - start
     log(f"models loaded in {seconds['load']:.1f}s; translating {task.source_view} -> {task.target_view}")
-    return LoadedModels(transformer, vae, cond, uncond, task, seconds)
+    return LoadedModels(transformer, vae, cond, uncond, task, seconds, plan.cfg_batch if plan else 2)
 
 
 def translate_clip(models: LoadedModels, video_path, out_path, reference_image=None,
@@ -220,7 +232,7 @@ def translate_clip(models: LoadedModels, video_path, out_path, reference_image=N
     read_seconds = time.perf_counter() - start
     result = translate_fitted(models.transformer, models.vae, models.text_embeds, models.negative_embeds,
                               clip.video, clip.info, models.task, reference_image, settings, positions, callback,
-                              windows, frame_rate)
+                              windows, frame_rate, models.cfg_batch)
     clip.video = None  # the fitted pixels are not needed for writing: free them first
     start = time.perf_counter()
     write_video(out_path, result.frames, result.fps, audio=clip.source_audio() if audio else None)
