@@ -162,15 +162,14 @@ def _encode_text(files: ModelFiles, prompts: list[str], plan: MemoryPlan | None,
 def apply_memory_plan(transformer, vae, plan: MemoryPlan, dtype=None) -> None:
     """Memory options on loaded models: compact modulation, fp8 storage (after merging LoRAs, which
     go on before), block offloading with the plan's resident blocks, then compilation."""
-    from .memory.compile import compile_blocks  # noqa: PLC0415
-    from .memory.modulation import enable_compact_modulation  # noqa: PLC0415
-    from .memory.offload import enable_block_offload  # noqa: PLC0415
-
+    # each option's module is imported only when the plan uses it
     if vae is not None and plan.vae_tiling:
         from .memory.vae_chunking import enable_vae_tiling  # noqa: PLC0415
 
         enable_vae_tiling(vae)
     if plan.compact_modulation:
+        from .memory.modulation import enable_compact_modulation  # noqa: PLC0415
+
         enable_compact_modulation(transformer)
     if plan.fp8_weights:
         from .memory.fp8_weights import enable_fp8_storage  # noqa: PLC0415
@@ -178,8 +177,12 @@ def apply_memory_plan(transformer, vae, plan: MemoryPlan, dtype=None) -> None:
         enable_fp8_storage(transformer, resolve_dtype(dtype, resolve_device(plan.device)),
                            device=None if plan.block_offload else plan.device)
     if plan.block_offload:
+        from .memory.offload import enable_block_offload  # noqa: PLC0415
+
         enable_block_offload(transformer, plan.device, plan.resident_blocks)
     if plan.compile_blocks:
+        from .memory.compile import compile_blocks  # noqa: PLC0415
+
         compile_blocks(transformer)
 
 

@@ -51,13 +51,15 @@ class _BlockStreamer:
                 tensor.data = cpu.pin_memory() if pin else cpu
             self.tensors[index] = tensors
             self.at_rest[index] = [tensor.data for tensor in tensors]
-        self.handles = [transformer.register_forward_pre_hook(self._before_forward)]
+        # torch.compile must not trace the swaps (wrapped here, not decorated: importing this module
+        # must not import torch._dynamo)
+        opaque = torch.compiler.disable
+        self.handles = [transformer.register_forward_pre_hook(opaque(self._before_forward))]
         for index in self.streamed:
             block = transformer.blocks[index]
-            self.handles.append(block.register_forward_pre_hook(self._before_block(index)))
-            self.handles.append(block.register_forward_hook(self._after_block(index)))
+            self.handles.append(block.register_forward_pre_hook(opaque(self._before_block(index))))
+            self.handles.append(block.register_forward_hook(opaque(self._after_block(index))))
 
-    @torch.compiler.disable()
     def _onload(self, index: int) -> None:
         if index in self.loaded:
             return
@@ -72,14 +74,12 @@ class _BlockStreamer:
         position = self.streamed.index(index) + 1
         return self.streamed[position] if position < len(self.streamed) else None
 
-    @torch.compiler.disable()
     def _before_forward(self, _module, _args):
         self._put_back()  # a forward that raised half-way may have left copies in place
         if self.streamed:
             self._onload(self.streamed[0])  # overlaps the embeddings and the resident blocks
 
     def _before_block(self, index: int):
-        @torch.compiler.disable()
         def hook(_module, _args):
             self._onload(index)
             if self.stream is not None:
@@ -96,7 +96,6 @@ class _BlockStreamer:
         return hook
 
     def _after_block(self, index: int):
-        @torch.compiler.disable()
         def hook(_module, _args, output):
             for tensor, rest in zip(self.tensors[index], self.at_rest[index]):
                 tensor.data = rest
