@@ -40,7 +40,10 @@ def parse(argv):
     parser.add_argument("--compact", action="store_true", help="compact modulation")
     parser.add_argument("--vae-tiling", action="store_true")
     parser.add_argument("--fp8", action="store_true", help="fp8 transformer weight storage")
-    parser.add_argument("--offload", action="store_true", help="block offloading (CUDA)")
+    parser.add_argument("--offload", action="store_true", help="block offloading (--resident blocks kept)")
+    parser.add_argument("--resident", type=int, default=0, help="with --offload: blocks kept on the device")
+    parser.add_argument("--cfg-batch", type=int, choices=(1, 2), default=2, help="1 = sequential guidance")
+    parser.add_argument("--unfused", action="store_true", help="LoRA as a PEFT adapter instead of merged")
     args = parser.parse_args(argv)
     common.apply_fast(args)
     if args.fast:
@@ -50,7 +53,7 @@ def parse(argv):
 
 def translate_once(args, files, clip_path, out_path, device, dtype, task) -> dict:
     from wan_egoexo.latents import decode_latents, encode_video
-    from wan_egoexo.lora import apply_lora
+    from wan_egoexo.lora import apply_lora, merge_loras
     from wan_egoexo.memory.fp8_weights import enable_fp8_storage
     from wan_egoexo.memory.modulation import enable_compact_modulation
     from wan_egoexo.memory.offload import enable_block_offload
@@ -99,13 +102,16 @@ def translate_once(args, files, clip_path, out_path, device, dtype, task) -> dic
         build_device = "cpu" if args.offload else device
         transformer = load_transformer(files.transformer, device=build_device, dtype=dtype)
         if files.lora is not None:
-            apply_lora(transformer, files.lora)
+            if args.unfused:
+                apply_lora(transformer, files.lora)
+            else:
+                merge_loras(transformer, [(files.lora, 1.0)], device=device)
         if args.compact:
             enable_compact_modulation(transformer)
         if args.fp8:
             enable_fp8_storage(transformer, compute_dtype=dtype)
         if args.offload:
-            enable_block_offload(transformer, device)
+            enable_block_offload(transformer, device, args.resident)
         held.update(vae=vae, transformer=transformer)
 
     stage("load", load)
@@ -123,7 +129,8 @@ def translate_once(args, files, clip_path, out_path, device, dtype, task) -> dic
 
     def sample():
         with torch.no_grad():
-            return sample_target(held["transformer"], source, cond, uncond, reference=ref_latents, settings=settings)
+            return sample_target(held["transformer"], source, cond, uncond, reference=ref_latents, settings=settings,
+                                 cfg_batch=args.cfg_batch)
 
     latents = stage("sample", sample)
     frames = stage("decode", lambda: unfit_video(decode_latents(held["vae"], latents)[0], info))
