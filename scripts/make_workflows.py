@@ -68,7 +68,7 @@ def build(task_name: str, long_clip: bool = False) -> dict:
           outputs=[("context", "WW_CONTEXT")],
           inputs=[("vae", "WW_VAE"), ("source", "IMAGE"), ("reference", "IMAGE"), ("fit", "WW_FIT")])
     g.add(8, "WorldWanderSampler", (1150, 60), (330, 260),
-          [1234, "fixed", 50, 5.0, 5.0, "unipc", 1.0, 13 if long_clip else 0, 4],
+          [1234, "fixed", 50, 5.0, 5.0, "unipc", 1.0, 13 if long_clip else 0, 4, "auto", "merged"],
           outputs=[("samples", "LATENT")],
           inputs=[("model", "WW_MODEL"), ("context", "WW_CONTEXT"), ("text", "WW_TEXT"), ("init_latent", "LATENT")])
     g.add(9, "WorldWanderDecode", (1150, 400), (330, 100), [], outputs=[("frames", "IMAGE"), ("fps", "FLOAT")],
