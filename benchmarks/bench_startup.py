@@ -93,12 +93,7 @@ def run(argv=None) -> dict:
     for kind in ("nodes", "translate"):
         if f"{kind} after / before" in results:
             print(f"{kind}: after / before = {results[f'{kind} after / before']:.3f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"benchmark": NAME, "command": common.command_line(NAME, argv),
-                                         "arguments": {k: str(v) for k, v in vars(args).items()},
-                                         "environment": common.environment("cpu"), "results": results}, indent=2))
-        print(f"\nwrote {args.json}")
+    common.write_json(args.json, NAME, argv, args, "cpu", results)
     return results
 
 

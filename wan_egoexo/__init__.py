@@ -4,7 +4,7 @@ The public names below are imported on first use, so ``import wan_egoexo`` stays
 (ComfyUI imports the node pack at start-up; diffusers and transformers load only when needed).
 """
 
-from importlib import import_module
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -42,14 +42,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

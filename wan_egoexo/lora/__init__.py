@@ -3,10 +3,11 @@ LoRAs to a diffusers Wan transformer as unfused, stackable PEFT adapters or merg
 weights (restored bit for bit when the chain changes), and converting files to a layout diffusers
 and ComfyUI both load.
 
-Names are imported on first use: the merged path and the file readers never import peft.
+Names are imported on first use: the merged path and the file readers do not load the PEFT
+adapter code (adapters.py).
 """
 
-from importlib import import_module
+from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
     "LoraModule": "layouts",
@@ -32,14 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
