@@ -19,12 +19,12 @@ per batch element per block call. Here:
   norms and the gated residuals are single fused kernels (``torch.addcmul``) that compute in
   float32 and write the model's dtype, so no float32 tensor of the activations' size exists.
 
-How close, in bf16: diffusers' own bf16 forward differs from the float32 forward of the same
-weights by a relative L2 of 4.0e-3 on a real-width block; this one by 4.1e-3 (the norm output is
-rounded to bf16 before it is modulated, the one rounding diffusers does not do). In float32 the
-result equals diffusers' to the last bit of float32 rounding (``addcmul`` may fuse a multiply-add).
-``benchmarks/bench_modulation.py`` measures both figures; tests/test_memory_modulation.py checks
-the float32 equality and the bf16 bound.
+How close, in bf16: on a real-width block (2 x 672 tokens) diffusers' own bf16 forward differs
+from the float32 forward of the same weights by a relative L2 of 4.41e-3, this one by 4.46e-3 (the
+norm output is rounded to bf16 before it is modulated, the one rounding diffusers does not do);
+ComfyUI's, which also rounds the modulation vectors, by 5.48e-3 (``benchmarks/bench_forward.py``,
+docs/performance.md). In float32 the result equals diffusers' to float32 rounding (``addcmul`` may
+fuse a multiply-add). tests/test_memory_modulation.py checks the float32 equality and the bf16 bound.
 
 The block hook re-states diffusers' ``WanTransformerBlock.forward`` (diffusers 0.35 to 0.42) with
 the modulation and residuals changed: keeping diffusers' forward is impossible because a strided
