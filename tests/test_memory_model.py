@@ -130,6 +130,9 @@ def test_automatic_plan_takes_exact_savings_first_and_keeps_as_many_blocks_as_fi
     fixed = auto.choose_memory_plan(device="cuda", cfg_batch=2, budget_bytes=16 * 2**30)
     assert fixed.cfg_batch == 2 and fixed.block_offload
     assert auto.choose_memory_plan(device="cuda", guidance=False, budget_bytes=80 * 2**30).cfg_batch == 1
+    one, stacked = (auto.choose_memory_plan(device="cuda", budget_bytes=80 * 2**30, clips_per_forward=n)
+                    for n in (1, 3))  # --window-batch 3: three windows per forward
+    assert stacked.estimated_peak_bytes > one.estimated_peak_bytes
     with pytest.raises(InputError, match="frames"):
         auto.choose_memory_plan(frames=48, device="cuda", budget_bytes=2**34)
     with pytest.raises(InputError, match="cfg_batch"):

@@ -72,7 +72,8 @@ def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: S
         window_frames = (windows.length - 1) * 4 + 1
         frames = min(fit.max_frames or window_frames, window_frames)
         plan = choose_memory_plan(fit.height or 704, fit.width or 1280, frames, task.uses_reference, guidance,
-                                  args.cfg_batch, device, lora_rank=0 if merge or not has_lora else 80)
+                                  args.cfg_batch, device, lora_rank=0 if merge or not has_lora else 80,
+                                  clips_per_forward=windows.batch)
     else:
         plan = MemoryPlan(device=str(device), compact_modulation=False, prompt_cache=False,
                           text_encoder_device=str(device), cfg_batch=args.cfg_batch or 2)

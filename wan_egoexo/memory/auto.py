@@ -129,11 +129,12 @@ def _budget(device, budget_bytes):
 
 def choose_memory_plan(height: int = 704, width: int = 1280, frames: int = 49, has_reference: bool = False,
                        guidance: bool = True, cfg_batch: int | None = None, device=None,
-                       budget_bytes: int | None = None, lora_rank: int = 0, config=None) -> MemoryPlan:
+                       budget_bytes: int | None = None, lora_rank: int = 0, config=None,
+                       clips_per_forward: int = 1) -> MemoryPlan:
     """The fastest option set whose estimated translation peak fits ``budget_bytes`` (default: the
     device's free memory now). ``guidance``: classifier-free guidance on (two forwards per step);
     ``cfg_batch``: 1 or 2 to fix how they run, None to choose. ``lora_rank``: unfused adapters
-    (0: none or merged)."""
+    (0: none or merged). ``clips_per_forward``: windows of a long clip stacked in one forward."""
     device = resolve_device(device)
     latent_frames, _, _ = latent_shape(frames, height, width)
     batches = _batches(guidance, cfg_batch)
@@ -145,9 +146,10 @@ def choose_memory_plan(height: int = 704, width: int = 1280, frames: int = 49, h
     layers = config_value(config, "num_layers")
 
     def peak_of(batch, resident, tiling, fp8):
-        return translation_peaks(height, width, latent_frames, has_reference, batch, torch.bfloat16,
-                                 compact_modulation=True, fp8=fp8, resident_blocks=resident, vae_tiling=tiling,
-                                 text_encoder_on_device=False, lora_rank=lora_rank, config=config).peak
+        return translation_peaks(height, width, latent_frames, has_reference, batch * clips_per_forward,
+                                 torch.bfloat16, compact_modulation=True, fp8=fp8, resident_blocks=resident,
+                                 vae_tiling=tiling, text_encoder_on_device=False, lora_rank=lora_rank,
+                                 config=config).peak
 
     batch, resident, tiling, fp8, peak, fits = _search(peak_of, batches, layers, usable)
     text_on_device = text_encoder_bytes(torch.bfloat16) <= usable
