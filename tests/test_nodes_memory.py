@@ -17,8 +17,8 @@ def test_sequential_guidance_and_unfused_loras_equal_the_defaults(host, nodes, m
     batches = []
     real = runtime.prepare_for_sampling
     monkeypatch.setattr(runtime, "prepare_for_sampling",
-                        lambda transformer, loras, resident, device, mode: batches.append(mode) or
-                        real(transformer, loras, resident, device, mode))
+                        lambda transformer, loras, resident, device, mode, *rest: batches.append(mode) or
+                        real(transformer, loras, resident, device, mode, *rest))
     outputs = {}
     for cfg_batch in ("batched", "sequential"):
         for lora_mode in ("merged", "unfused"):
