@@ -15,7 +15,7 @@ import os
 import warnings
 
 from wan_egoexo.errors import ModelFileError
-from wan_egoexo.finite_checks import check_lora_strength
+from wan_egoexo.option_ranges import check_lora_strength
 
 from . import host
 from .loaders import WorldWanderLoraLoader

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError, NonFiniteError
-from wan_egoexo.finite_checks import LatentWatch, check_lora_strength
+from wan_egoexo.finite_checks import LatentWatch
+from wan_egoexo.option_ranges import check_lora_strength
 from wan_egoexo.latents import decode_latents
 from wan_egoexo.lora import active_loras, apply_lora, set_lora_strength
 from wan_egoexo.sampling import SamplingSettings, sample_target

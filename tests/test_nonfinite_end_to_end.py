@@ -40,7 +40,11 @@ def _nothing_written(out):
     assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
 
 
-def test_nan_weights_stop_the_run(models, clip, tmp_path, capsys):
+@pytest.mark.parametrize("lora, message", [
+    ("--no-lora", "NaN/Inf latents at step 1 of 2"),  # found by the sampler's latent watch
+    ("--lora-mode=merged", "No LoRA was merged"),  # found when the LoRA is merged into that weight
+])
+def test_nan_weights_stop_the_run(models, clip, tmp_path, capsys, lora, message):
     models_dir, files = models
     tensors = load_file(str(files.transformer))
     key = "model.diffusion_model.blocks.0.self_attn.q.weight"
@@ -48,9 +52,9 @@ def test_nan_weights_stop_the_run(models, clip, tmp_path, capsys):
     save_file(tensors, str(files.transformer))
     out = tmp_path / "out" / "o.mp4"
     out.parent.mkdir()
-    assert _translate(models_dir, clip, out) == 1
+    assert _translate(models_dir, clip, out, lora) == 1
     err = capsys.readouterr().err
-    assert "NaN/Inf latents at step 1 of 2" in err and "blocks.0.attn1.to_q.weight" in err, err
+    assert message in err and "blocks.0.attn1.to_q.weight" in err and "model file is damaged" in err, err
     _nothing_written(out)
 
 
@@ -68,15 +72,19 @@ def test_a_nan_lora_stops_the_run(models, clip, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--cfg", "inf", "cfg: expected a finite number in [0, 100]"),
-    ("--shift", "1e300", "shift: expected a finite number in (0, 100]"),
-    ("--lora-strength", "1e30", "strength: expected a finite number in [-100, 100]"),
+    ("--cfg", "inf", "argument --cfg: 'inf' is invalid; expected a finite number from 0.0 to 100.0"),
+    ("--shift", "1e300", "argument --shift: '1e300' is invalid; expected a finite number > 0.0 and <= 100.0"),
+    ("--lora-strength", "1e30", "argument --lora-strength: '1e30' is invalid; expected a finite number from -100.0 "
+                                "to 100.0"),
 ])
 def test_out_of_range_numbers_stop_the_run(models, clip, tmp_path, capsys, option, value, message):
+    """The command line refuses them while it parses (usage error, exit 2), before any file is opened."""
     models_dir, _ = models
     out = tmp_path / "out" / "o.mp4"
     out.parent.mkdir()
-    assert _translate(models_dir, clip, out, option, value) == 1
+    with pytest.raises(SystemExit) as stopped:
+        _translate(models_dir, clip, out, option, value)
+    assert stopped.value.code == 2
     assert message in capsys.readouterr().err
     _nothing_written(out)
 

@@ -9,6 +9,7 @@ import sys
 
 from .errors import WanEgoExoError
 from .model_files import MODELS_ENV
+from .option_ranges import CFG_RANGE, LORA_STRENGTH_RANGE, SEED_RANGE, SHIFT_RANGE, STEPS_RANGE
 
 
 class _DefaultsOnce(argparse.HelpFormatter):
@@ -23,19 +24,24 @@ class _DefaultsOnce(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
 
-def number(kind=float, low=None, high=None):
-    """An argparse type: a finite int or float within [low, high], refused with the rule otherwise."""
-    span = f" from {low} to {high}" if low is not None and high is not None else \
-        (f" >= {low}" if low is not None else (f" <= {high}" if high is not None else ""))
+def number(kind=float, low=None, high=None, low_open=False):
+    """An argparse type: a finite int or float within [low, high] ((low, high] with ``low_open``),
+    refused with the rule otherwise. Bounds come from wan_egoexo.option_ranges where the core has one."""
+    if low_open:
+        span = f" > {low} and <= {high}"
+    else:
+        span = f" from {low} to {high}" if low is not None and high is not None else \
+            (f" >= {low}" if low is not None else (f" <= {high}" if high is not None else ""))
     noun = "whole number" if kind is int else "finite number"
 
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             value = None
-        if value is None or (kind is float and not math.isfinite(value)) or \
-                (low is not None and value < low) or (high is not None and value > high):
+        outside = value is not None and ((low is not None and (value <= low if low_open else value < low))
+                                         or (high is not None and value > high))
+        if value is None or (kind is float and not math.isfinite(value)) or outside:
             raise argparse.ArgumentTypeError(f"{text!r} is invalid; expected a {noun}{span}")
         return value
 
@@ -64,7 +70,7 @@ def _translate_parser(sub) -> None:
     g.add_argument("--lora", help="LoRA file (default: the released WorldWander LoRA for the task in models/loras)")
     g.add_argument("--lora-domain", default="realworld", choices=["realworld", "synthetic"],
                    help="which released LoRA to look for")
-    g.add_argument("--lora-strength", type=number(float), default=1.0, help="LoRA scale (0 turns it off)")
+    g.add_argument("--lora-strength", type=number(float, *LORA_STRENGTH_RANGE), default=1.0, help="LoRA scale (0 turns it off)")
     g.add_argument("--no-lora", action="store_true", help="run the base model without a LoRA")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--dtype", default="auto", help="transformer dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
@@ -96,11 +102,11 @@ def _translate_parser(sub) -> None:
     s = p.add_argument_group("sampling")
     s.add_argument("--prompt", help="default: the task's fixed training prompt")
     s.add_argument("--negative-prompt", default="", help="text guided away from (default: empty, as trained)")
-    s.add_argument("--steps", type=number(int, 1), default=50, help="denoising steps")
-    s.add_argument("--cfg", type=number(float, 0.0), default=5.0, help="text guidance scale (1 = no guidance)")
-    s.add_argument("--shift", type=number(float), default=5.0, help="flow shift of the noise schedule (> 0)")
+    s.add_argument("--steps", type=number(int, *STEPS_RANGE), default=50, help="denoising steps")
+    s.add_argument("--cfg", type=number(float, *CFG_RANGE), default=5.0, help="text guidance scale (1 = no guidance)")
+    s.add_argument("--shift", type=number(float, *SHIFT_RANGE, low_open=True), default=5.0, help="flow shift of the noise schedule (> 0)")
     s.add_argument("--solver", default="unipc", choices=["unipc", "euler"], help="sampler")
-    s.add_argument("--seed", type=number(int, 0), default=1234, help="noise seed")
+    s.add_argument("--seed", type=number(int, *SEED_RANGE), default=1234, help="noise seed")
     s.add_argument("--positions", default="collaborative", choices=["collaborative", "uniform"],
                    help="time positions of the output: the source's (as trained) or consecutive (ablation)")
     f = p.add_argument_group("fitting the clip to the model grid (frames are placed by their timestamps)")

@@ -2,10 +2,9 @@
 
 Two halves:
 
-- option ranges: every number a user gives (cfg, shift, denoise, steps, seed, LoRA strength) must be
-  finite and inside a stated range, checked before any model loads. The ranges are ComfyUI's own
-  widget ranges for the same quantities (KSampler cfg 0-100, ModelSamplingSD3 shift 0-100,
-  LoraLoader strength -100-100), so a value the node pack accepts is one ComfyUI accepts too;
+- option ranges (in option_ranges, which imports no torch so the command line can parse with it):
+  every number a user gives (cfg, shift, denoise, steps, seed, LoRA strength) must be finite and
+  inside a stated range, checked before any model loads;
 - tensor checks: the sampler's latents are checked for NaN/Inf cheaply (a per-step flag kept on the
   device, read back every CHECK_EVERY steps and at the end, so there is no GPU sync per step), and
   the decoded video before it is written. A failure names the step and the likely cause, found
@@ -14,49 +13,11 @@ Two halves:
 
 from __future__ import annotations
 
-import math
-import operator
-
 import torch
 
-from .errors import InputError, NonFiniteError
+from .errors import NonFiniteError
 
-CFG_RANGE = (0.0, 100.0)
-SHIFT_RANGE = (0.0, 100.0)  # the low end excluded: shift must be > 0
-LORA_STRENGTH_RANGE = (-100.0, 100.0)
-STEPS_RANGE = (1, 1000)
-SEED_RANGE = (0, 2**64 - 1)
 CHECK_EVERY = 5  # sampler steps between reads of the device-side finite flags
-
-
-def finite_number(name: str, value, low: float, high: float, *, low_open: bool = False, hint: str = "") -> float:
-    """``value`` as a float when it is a finite real number in [low, high] ((low, high] with
-    ``low_open``); else InputError naming ``name``, the value and the range."""
-    try:
-        number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
-    except (TypeError, ValueError, OverflowError):
-        number = math.nan
-    inside = (number > low if low_open else number >= low) and number <= high
-    if not math.isfinite(number) or not inside:
-        bracket = "(" if low_open else "["
-        raise InputError(f"{name}: expected a finite number in {bracket}{low:g}, {high:g}]{hint}, got {value!r}.")
-    return number
-
-
-def whole_number(name: str, value, low: int, high: int) -> int:
-    """``value`` as an int when it is a whole number (not a bool, not a float) in [low, high]."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None or not low <= number <= high:
-        raise InputError(f"{name}: expected a whole number from {low} to {high}, got {value!r}.")
-    return number
-
-
-def check_lora_strength(strength) -> float:
-    """A LoRA strength: finite, within LORA_STRENGTH_RANGE (0 switches the LoRA off)."""
-    return finite_number("strength", strength, *LORA_STRENGTH_RANGE, hint=" (e.g. 1.0; 0 turns the LoRA off)")
 
 
 def all_finite(tensor: torch.Tensor) -> torch.Tensor:

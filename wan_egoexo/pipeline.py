@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .finite_checks import check_lora_strength
+from .option_ranges import check_lora_strength
 from .devices import resolve_device, resolve_dtype
 from .latents import decode_latents, encode_video
 from .memory.auto import MemoryPlan

@@ -18,7 +18,7 @@ import numpy as np
 from .batch import output_paths, reference_for
 from .clip_reader import ClipSource, check_memory, fitted_bytes, open_clip
 from .errors import InputError
-from .finite_checks import check_lora_strength
+from .option_ranges import check_lora_strength
 from .sampling import SamplingSettings
 from .video_fit import FitInfo, FitOptions, plan_fit
 from .video_io import WRITABLE_SUFFIXES, check_frame_size, image_size, read_image

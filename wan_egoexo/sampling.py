@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
-from .finite_checks import CFG_RANGE, SEED_RANGE, SHIFT_RANGE, STEPS_RANGE, LatentWatch, finite_number, whole_number
+from .finite_checks import LatentWatch
+from .option_ranges import CFG_RANGE, SEED_RANGE, SHIFT_RANGE, STEPS_RANGE, finite_number, whole_number
 from .in_context import predict_flow
 from .memory.offload import execution_device
 from .solvers import SOLVERS, first_step, make_scheduler

@@ -22,7 +22,7 @@ from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import InputError, ModelFileError
-from ..finite_checks import check_lora_strength
+from ..option_ranges import check_lora_strength
 from .layouts import EXPECTED_LORA, LoraModule, LoraWeights, read_lora_file
 from .matching import match_lora_modules, warn_not_loaded
 

@@ -12,7 +12,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from ..finite_checks import check_lora_strength
+from ..option_ranges import check_lora_strength
 
 
 def adapter_name_for(path: str | os.PathLike) -> str:
