@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from wan_egoexo.errors import InputError, ModelFileError
+from wan_egoexo.errors import InputError, ModelFileError, NonFiniteError
 from wan_egoexo.in_context import predict_flow
 from wan_egoexo.lora import (activate_loras, apply_lora, merge_loras, merged_loras, remove_loras,
                              restore_base_weights, set_merged_loras)
@@ -150,3 +150,21 @@ def test_merged_chains_change_in_place_under_block_offload(files):
         assert torch.equal(_forward(offloaded), _forward(resident))
     disable_block_offload(offloaded, "cpu")
     assert all(torch.equal(t, resident.state_dict()[n]) for n, t in offloaded.state_dict().items())
+
+
+def test_a_nan_lora_or_an_overflowing_merge_changes_no_weight(files, tmp_path):
+    model_file, a, _b = files
+    model = load_transformer(model_file, dtype="fp16")
+    before = _state(model)
+    state = random_lora_state_dict(build_tiny_transformer(0), rank=4, seed=3)
+    state[next(iter(state))][0, 0] = float("nan")
+    bad = save_worldwander_ckpt(state, tmp_path / "nan.ckpt")
+    with pytest.raises(NonFiniteError, match=r"the LoRA .*nan\.ckpt has NaN/Inf weights .*nothing was merged"):
+        merge_loras(model, [(a, 1.0), (bad, 1.0)])
+    # fp16 weights end at 65504: a finite LoRA of large values overflows them (in every layer it touches)
+    large = save_worldwander_ckpt({k: torch.full_like(v, 1000.0) for k, v in state.items()}, tmp_path / "large.ckpt")
+    with pytest.raises(NonFiniteError, match=r"overflows the torch.float16 weights to Inf; lower the strength"):
+        merge_loras(model, [(a, 1.0), (large, 2.0)])
+    assert merged_loras(model) == {}
+    after = _state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)

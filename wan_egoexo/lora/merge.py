@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
+from ..finite_checks import all_finite
 from ..weight_source import read_original, weight_source
 from .layouts import read_lora_file
 from .matching import match_lora_modules, warn_not_loaded
@@ -74,6 +75,7 @@ def merge_loras(transformer, loras, device=None) -> list[str]:
     per_layer: dict[str, list] = {}
     for name, (path, strength) in chain.items():
         weights = read_lora_file(path)
+        _require_finite_lora(weights)
         matched, unmatched = match_lora_modules(transformer, weights)
         warn_not_loaded(weights, unmatched)
         if strength != 0.0:
@@ -84,6 +86,7 @@ def merge_loras(transformer, loras, device=None) -> list[str]:
     layers = dict(transformer.named_modules())
     source = weight_source(transformer)
     compute = _compute_device(transformer, device)
+    finite = torch.ones((), dtype=torch.bool, device=compute)
     try:
         with torch.no_grad():
             for layer_name, terms in per_layer.items():
@@ -97,10 +100,39 @@ def merge_loras(transformer, loras, device=None) -> list[str]:
                     up, down = module.up.to(compute, torch.float32), module.down.to(compute, torch.float32)
                     total.addmm_(up, down, alpha=factor)
                 weight.copy_(total)  # one rounding into the weight's dtype, in place
+                finite &= all_finite(weight).to(compute)  # read once at the end: no sync per layer
+        if not bool(finite):
+            raise NonFiniteError(_merge_failure(transformer, state, weight.dtype))
     except BaseException:
         restore_base_weights(transformer)
         raise
     return list(chain)
+
+
+def _require_finite_lora(weights) -> None:
+    """A LoRA file with NaN/Inf is refused before anything is merged, naming the file and a key."""
+    for module in weights.modules.values():
+        if not (bool(all_finite(module.down)) and bool(all_finite(module.up))):
+            key = module.keys[0] if module.keys else "?"
+            raise NonFiniteError(f"the LoRA {weights.source} has NaN/Inf weights ({key}): the LoRA file is damaged "
+                                 "(or was saved from a diverged training run); nothing was merged.")
+
+
+def _merge_failure(transformer, state: _MergedState, dtype) -> str:
+    """Why merged weights came out non-finite (judged on this rare path only): a damaged base weight,
+    or a product too large for the weights' dtype."""
+    parameters = dict(transformer.named_parameters())
+    source = weight_source(transformer)
+    for name in state.touched:
+        original = state.backup.get(name)
+        if original is None:
+            original = read_original(source, name, parameters[name].data)
+        if not bool(all_finite(original)):
+            return (f"the transformer's weights hold NaN/Inf ({name}): the model file is damaged; download it "
+                    "again. No LoRA was merged.")
+    chain = ", ".join(f"{name} at strength {strength:g}" for name, strength in state.chain.items())
+    return (f"LoRA: merging {chain} overflows the {dtype} weights to Inf; lower the strength. The base weights "
+            "were restored.")
 
 
 def restore_base_weights(transformer) -> None:
