@@ -8,7 +8,7 @@ import torch
 import wan_egoexo.memory.runtime as runtime
 from wan_egoexo.errors import InputError
 
-from test_nodes_unit import LORA_FILE, exo2ego_inputs, host, models_dir, nodes, run, sampler_args  # noqa: F401
+from stub_comfy_host import LORA_FILE, exo2ego_inputs, host, models_dir, nodes, run, sampler_args  # noqa: F401
 
 
 def test_sequential_guidance_and_unfused_loras_equal_the_defaults(host, nodes, monkeypatch):

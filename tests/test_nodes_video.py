@@ -1,4 +1,4 @@
-"""The video nodes on the stubbed ComfyUI host (see test_nodes_unit): file names stay inside ComfyUI's
+"""The video nodes on the stubbed ComfyUI host (see stub_comfy_host): file names stay inside ComfyUI's
 folders with links resolved, VALIDATE_INPUTS takes only what it checks, and sound goes in and out as
 ComfyUI's AUDIO."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from media_tools import constant_times, decoded_audio_seconds, make_clip
-from test_nodes_unit import host, nodes, run  # noqa: F401  (fixtures)
-from test_nodes_unit import models_dir  # noqa: F401
+from stub_comfy_host import host, nodes, run  # noqa: F401  (fixtures)
+from stub_comfy_host import models_dir  # noqa: F401
 from wan_egoexo.errors import InputError
 
 SIZE = dict(width=64, height=64, frames=9, fps=8.0, frame_stride=1, start_frame=0, fit="pad")

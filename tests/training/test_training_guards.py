@@ -6,7 +6,6 @@ are said once."""
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
