@@ -96,5 +96,7 @@ def test_the_benchmarks_run_in_fast_mode(tmp_path):
     assert all(r["peak_growth_mib"] < 64 for r in rows)
     bench_hostile_runs.main(["--fast", "--json", str(tmp_path / "runs.json")])
     strength, kill9 = json.loads((tmp_path / "runs.json").read_text())["results"]
-    assert strength["exit"] == 1 and not strength["written"] and "strength: expected a finite" in strength["message"]
+    assert strength["exit"] == 2 and not strength["written"]  # refused while the command line is parsed
+    assert "argument --lora-strength: '1e30' is invalid; expected a finite number from -100.0 to 100.0" \
+        in strength["message"]
     assert kill9["after_kill"] and kill9["leftovers"] == []
