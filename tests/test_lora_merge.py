@@ -152,6 +152,24 @@ def test_merged_chains_change_in_place_under_block_offload(files):
     assert all(torch.equal(t, resident.state_dict()[n]) for n, t in offloaded.state_dict().items())
 
 
+def test_a_merge_after_a_forward_that_raised_under_block_offload_takes_effect(files):
+    path, a, _b = files
+    resident = load_transformer(path, "cpu", "fp32")
+    set_merged_loras(resident, [(a, 1.0)])
+    offloaded = load_transformer(path, "cpu", "fp32")
+    enable_block_offload(offloaded, "cpu", resident=0)
+
+    def fail(_module, _args):
+        raise RuntimeError("out of memory (simulated)")
+
+    handle = offloaded.blocks[-1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="simulated"):
+        _forward(offloaded)
+    handle.remove()
+    set_merged_loras(offloaded, [(a, 1.0)])  # the next run's chain, merged before it samples
+    assert torch.equal(_forward(offloaded), _forward(resident))
+
+
 def test_a_nan_lora_or_an_overflowing_merge_changes_no_weight(files, tmp_path):
     model_file, a, _b = files
     model = load_transformer(model_file, dtype="fp16")

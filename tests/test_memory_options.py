@@ -110,10 +110,14 @@ def test_block_offload_recovers_from_a_forward_that_raised():
     def fail(_module, _args):
         raise RuntimeError("out of memory (simulated)")
 
+    at_rest = [block.attn1.to_q.weight.data for block in model.blocks]
     handle = model.blocks[1].register_forward_pre_hook(fail)
     with pytest.raises(RuntimeError, match="simulated"), torch.no_grad():
         predict_flow(model, *args)
     handle.remove()
+    # back on the stored copies as soon as the forward raised, not only at the next forward: weights
+    # edited in between (a LoRA merged in place) must land in the copies the blocks stream from
+    assert [block.attn1.to_q.weight.data.data_ptr() for block in model.blocks] == [t.data_ptr() for t in at_rest]
     with torch.no_grad():
         torch.testing.assert_close(predict_flow(model, *args), expected, rtol=1e-5, atol=1e-5)
 

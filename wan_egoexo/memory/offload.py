@@ -54,7 +54,10 @@ class _BlockStreamer:
         # torch.compile must not trace the swaps (wrapped here, not decorated: importing this module
         # must not import torch._dynamo)
         opaque = torch.compiler.disable
-        self.handles = [transformer.register_forward_pre_hook(opaque(self._before_forward))]
+        self.handles = [transformer.register_forward_pre_hook(opaque(self._before_forward)),
+                        # also when the forward raises (an OOM half-way): the blocks are back on their
+                        # stored copies before anything edits the weights (a LoRA merge) or the next forward
+                        transformer.register_forward_hook(opaque(self._after_forward), always_call=True)]
         for index in self.streamed:
             block = transformer.blocks[index]
             self.handles.append(block.register_forward_pre_hook(opaque(self._before_block(index))))
@@ -75,7 +78,7 @@ class _BlockStreamer:
         return self.streamed[position] if position < len(self.streamed) else None
 
     def _before_forward(self, _module, _args):
-        self._put_back()  # a forward that raised half-way may have left copies in place
+        self._put_back()  # a forward interrupted by a KeyboardInterrupt (which skips _after_forward)
         if self.streamed:
             self._onload(self.streamed[0])  # overlaps the embeddings and the resident blocks
 
@@ -103,6 +106,9 @@ class _BlockStreamer:
             return output
 
         return hook
+
+    def _after_forward(self, _module, _args, _output):
+        self._put_back()  # nothing left after a forward that ran to the end; after one that raised, the rest
 
     def _put_back(self) -> None:
         if self.stream is not None and self.loaded:
