@@ -62,8 +62,7 @@ def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: S
     forward the run makes (one window, with the clip's size, task and guidance), then overridden by
     the explicit flags."""
     from .devices import resolve_device  # noqa: PLC0415
-    from .errors import InputError  # noqa: PLC0415
-    from .memory.auto import MemoryPlan, choose_memory_plan  # noqa: PLC0415
+    from .memory.auto import UNFUSED_RANK_GUESS, MemoryPlan, choose_memory_plan  # noqa: PLC0415
 
     device = resolve_device(device)
     guidance = settings.cfg != 1
@@ -72,7 +71,7 @@ def memory_plan(args, task, fit: FitOptions, windows: WindowOptions, settings: S
         window_frames = (windows.length - 1) * 4 + 1
         frames = min(fit.max_frames or window_frames, window_frames)
         plan = choose_memory_plan(fit.height or 704, fit.width or 1280, frames, task.uses_reference, guidance,
-                                  args.cfg_batch, device, lora_rank=0 if merge or not has_lora else 80,
+                                  args.cfg_batch, device, lora_rank=0 if merge or not has_lora else UNFUSED_RANK_GUESS,
                                   clips_per_forward=windows.batch)
     else:
         plan = MemoryPlan(device=str(device), compact_modulation=False, prompt_cache=False,

@@ -38,6 +38,7 @@ from .footprint import sampling_bytes, text_encoder_bytes, translation_peaks
 
 SAFETY_FRACTION = 0.10  # of the budget, for allocator fragmentation and estimate error
 CONTEXT_BYTES = 1 << 30  # CUDA context, cuBLAS/cuDNN workspaces: not seen by torch's allocator
+UNFUSED_RANK_GUESS = 80  # the WorldWander rank, for planning unfused adapters before they are read
 
 
 @dataclass(frozen=True)

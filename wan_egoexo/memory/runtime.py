@@ -16,11 +16,9 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import InputError
-from .auto import MemoryPlan, choose_sampling_plan, free_device_memory
+from .auto import UNFUSED_RANK_GUESS, MemoryPlan, choose_sampling_plan, free_device_memory
 from .choices import CFG_BATCH_MODES, LORA_MODES, MEMORY_MODES
 from .offload import block_offload_enabled, disable_block_offload, enable_block_offload, resident_blocks
-
-UNFUSED_RANK_GUESS = 80  # the WorldWander rank, for planning before the adapters are read
 
 
 def cfg_batch_of(mode: str) -> int | None:
