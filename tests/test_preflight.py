@@ -124,7 +124,8 @@ def test_a_batch_lists_every_bad_clip_before_loading(models, tmp_path, capsys, n
 
 def test_numbers_are_finite_and_in_range_at_parse_time(models, clip, tmp_path, capsys):
     for flag, value in (("--jobs", "0"), ("--cfg", "nan"), ("--cfg", "inf"), ("--shift", "-inf"),
-                        ("--steps", "0"), ("--fps", "1e9"), ("--lora-strength", "nan"), ("--input-fps", "0")):
+                        ("--steps", "0"), ("--fps", "1e9"), ("--lora-strength", "nan"), ("--input-fps", "0"),
+                        ("--resident-blocks", "-1")):
         with pytest.raises(SystemExit) as stop:
             run(models, "--video", str(clip), "--out", str(tmp_path / "o.mp4"), f"{flag}={value}")
         assert stop.value.code == 2

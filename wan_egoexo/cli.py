@@ -85,7 +85,7 @@ def _translate_parser(sub) -> None:
     m.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
                    help="stream transformer blocks from CPU memory ahead of use (default: per plan, which keeps as "
                    "many resident as fit)")
-    m.add_argument("--resident-blocks", type=int, default=None,
+    m.add_argument("--resident-blocks", type=number(int, 0), default=None,
                    help="with offloading: transformer blocks kept on the GPU (default: as many as fit; --offload "
                    "alone: 0)")
     m.add_argument("--lora-mode", choices=["merged", "unfused"], default=None,
