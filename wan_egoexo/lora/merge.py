@@ -99,8 +99,11 @@ def merge_loras(transformer, loras, device=None) -> list[str]:
                 for factor, module in terms:
                     up, down = module.up.to(compute, torch.float32), module.down.to(compute, torch.float32)
                     total.addmm_(up, down, alpha=factor)
-                weight.copy_(total)  # one rounding into the weight's dtype, in place
-                finite &= all_finite(weight).to(compute)  # read once at the end: no sync per layer
+                merged = total.to(weight.dtype)  # one rounding into the weight's dtype
+                # checked where it was computed (an offloaded weight is in CPU memory, where checking
+                # every merged weight costs seconds), read once at the end: no sync per layer
+                finite &= all_finite(merged)
+                weight.copy_(merged)  # in place
         if not bool(finite):
             raise NonFiniteError(_merge_failure(transformer, state, weight.dtype))
     except BaseException:
