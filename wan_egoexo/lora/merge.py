@@ -127,15 +127,18 @@ def _merge_failure(transformer, state: _MergedState, dtype) -> str:
     parameters = dict(transformer.named_parameters())
     source = weight_source(transformer)
     for name in state.touched:
-        original = state.backup.get(name)
-        if original is None:
-            original = read_original(source, name, parameters[name].data)
-        if not bool(all_finite(original)):
+        if not bool(all_finite(_original(state, source, name, parameters[name].data))):
             return (f"the transformer's weights hold NaN/Inf ({name}): the model file is damaged; download it "
                     "again. No LoRA was merged.")
     chain = ", ".join(f"{name} at strength {strength:g}" for name, strength in state.chain.items())
     return (f"LoRA: merging {chain} overflows the {dtype} weights to Inf; lower the strength. The base weights "
             "were restored.")
+
+
+def _original(state: _MergedState, source, name: str, weight: torch.Tensor) -> torch.Tensor:
+    """Weight ``name`` as it was before the merge: its CPU copy, else read again from the model file."""
+    original = state.backup.get(name)
+    return original if original is not None else read_original(source, name, weight)
 
 
 def restore_base_weights(transformer) -> None:
@@ -148,10 +151,7 @@ def restore_base_weights(transformer) -> None:
     with torch.no_grad():
         for name in state.touched:
             weight = parameters[name].data
-            original = state.backup.get(name)
-            if original is None:
-                original = read_original(source, name, weight)
-            weight.copy_(original)
+            weight.copy_(_original(state, source, name, weight))
     del transformer.__dict__[_STATE_ATTR]
 
 
