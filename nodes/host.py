@@ -14,7 +14,7 @@ from wan_egoexo.errors import InputError, ModelFileError
 
 from . import host_memory
 from .host_memory import (  # noqa: F401  (the nodes' host API)
-    load_to_device, make_room, offload_device, ready_transformer_for_sampling)
+    load_to_device, make_room, offload_device, ready_transformer_for_sampling, release)
 
 # Model folders in order of preference: the current name first, the 2024 name second.
 TRANSFORMER_FOLDERS = ("diffusion_models", "unet")

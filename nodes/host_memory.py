@@ -90,6 +90,19 @@ def load_to_device(module: torch.nn.Module, memory_required: int = 0) -> torch.d
     return patcher.load_device
 
 
+def release(module: torch.nn.Module) -> None:
+    """ComfyUI stops counting ``module`` as loaded, through its own unload (the weights go to the
+    offload device). Called before the pack streams the module's blocks itself: ComfyUI's list must
+    not hold a transformer whose weights the pack moves, or a later free_memory would move it back
+    whole in the middle of a run. Nothing happens when ComfyUI does not hold it."""
+    patcher = patcher_of(module)
+    if patcher is None or patcher.loaded_size() == 0:
+        return
+    mm = _mm()
+    others = [loaded for loaded in mm.current_loaded_models if loaded.model is not patcher]
+    mm.free_memory(1e30, patcher.load_device, keep_loaded=others)  # as unload_all_models, for this one model
+
+
 def make_room(memory_required: int, device) -> None:
     """Free ``memory_required`` bytes on ``device`` (a GPU) by unloading ComfyUI's models, least
     recently used first, only as far as needed; nothing happens for the CPU."""

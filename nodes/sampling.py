@@ -97,7 +97,8 @@ class WorldWanderSampler:
         grid, has_reference = (frames, *context.source.shape[3:]), context.reference is not None
         plan = prepare_sampler_run(model.transformer, list(model.loras), model.memory, host.torch_device(), grid,
                                    has_reference, guidance=settings.cfg != 1.0 and text.negative is not None,
-                                   cfg_batch=cfg_batch, lora_mode=lora_mode, park=host.offload_device("diffusion"))
+                                   cfg_batch=cfg_batch, lora_mode=lora_mode, park=host.offload_device("diffusion"),
+                                   release=host.release)
         host.ready_transformer_for_sampling(  # ComfyUI loads a resident one, freeing other models only as needed
             model.transformer, plan.block_offload, *grid, has_reference=has_reference, cfg_batch=plan.cfg_batch)
         with torch.no_grad():

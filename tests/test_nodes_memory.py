@@ -2,13 +2,22 @@
 results of the defaults (batched guidance, merged LoRAs) within rounding, the plan is made for the
 clip the Sampler gets, and the Model Loader's memory mode reaches the plan."""
 
+import dataclasses
+import sys
+
 import pytest
 import torch
 
 import wan_egoexo.memory.runtime as runtime
 from wan_egoexo.errors import InputError
 
-from stub_comfy_host import LORA_FILE, exo2ego_inputs, host, models_dir, nodes, run, sampler_args  # noqa: F401
+from stub_comfy_host import (LORA_FILE, exo2ego_inputs, host, load_pack, models_dir, nodes,  # noqa: F401
+                             run, sampler_args)
+
+
+def host_module():
+    """The pack's nodes/host.py as the pack imported it (the nodes look its functions up at call time)."""
+    return sys.modules[f"{load_pack().__name__}.nodes.host"]
 
 
 def test_sequential_guidance_and_unfused_loras_equal_the_defaults(host, nodes, monkeypatch):
@@ -62,3 +71,23 @@ def test_memory_modes_set_the_resident_blocks_on_a_gpu_plan(monkeypatch):
              for mode in ("auto", "resident", "offload")}
     assert plans["resident"].resident_blocks is None and plans["offload"].resident_blocks == 0
     assert plans["auto"].cfg_batch == 1 and plans["auto"].resident_blocks is not None
+
+
+def test_the_sampler_releases_the_transformer_from_comfyui_only_before_streaming_its_blocks(host, nodes,
+                                                                                             monkeypatch):
+    """A transformer whose blocks the pack streams must not stay in ComfyUI's list of loaded models
+    (see test_memory_management for ComfyUI's side); a resident one stays ComfyUI's."""
+    model, _vae, text, _, context = exo2ego_inputs(nodes)
+    released, set_up = [], []
+    monkeypatch.setattr(host_module(), "release", lambda transformer: released.append(transformer))
+    monkeypatch.setattr(runtime, "prepare_for_sampling",
+                        lambda transformer, loras, resident, *rest: set_up.append((len(released), resident)))
+    real = runtime.plan_sampling
+    for resident in (None, 0):
+        monkeypatch.setattr(runtime, "plan_sampling", lambda *a, resident=resident, **k: dataclasses.replace(
+            real(*a, **k), resident_blocks=resident))
+        monkeypatch.setattr(host_module(), "ready_transformer_for_sampling", lambda *a, **k: None)
+        monkeypatch.setattr("wan_egoexo.sampling.sample_target", lambda *a, **k: context.source[:, :, :1] * 0)
+        run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=1))
+    assert released == [model.transformer]  # once: for the streamed plan, before it was set up
+    assert set_up == [(0, None), (1, 0)]

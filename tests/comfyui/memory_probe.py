@@ -132,6 +132,13 @@ def main(comfy_dir: str, models_dir: str, pack_dir: str) -> None:
     BUDGET["bytes"] = 4 * (size + other_size)
     host_memory.load_to_device(transformer)
     state("ours loaded once more")
+    mm.load_models_gpu([other])
+    host_memory.release(transformer)  # what the sampler does before it streams the blocks itself
+    state("ours released before the pack streams its blocks")
+    host_memory.release(transformer)
+    state("released again")
+    host_memory.load_to_device(transformer)
+    state("ours resident again")
     del model, transformer, ours  # ComfyUI's output cache lets go of the loader's output
     state("the model handle dropped by ComfyUI's cache")
     print(json.dumps(steps))

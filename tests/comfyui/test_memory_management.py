@@ -68,6 +68,18 @@ def test_the_vae_is_managed_too(probe):
     assert step["vae_moves"] == ["cpu:0"] and step["vae_load_device"] == "cpu:0" and VAE in step["loaded"]
 
 
+def test_releasing_ours_before_streaming_its_blocks_leaves_comfyuis_other_models(probe):
+    """Before the pack streams the transformer's blocks itself, ComfyUI unloads it through its own code
+    (so its list never counts weights the pack moves) and keeps every other model."""
+    released = probe["ours released before the pack streams its blocks"]
+    others = {name: size for name, size in probe["ours loaded once more"]["loaded"].items() if name != OURS}
+    others["other"] = probe["after the loaders"]["other_size"]
+    assert released["loaded"] == others and VAE in others and released["moves"] == ["cpu"]
+    assert probe["released again"]["moves"] == [] and probe["released again"]["loaded"] == others
+    again = probe["ours resident again"]
+    assert again["loaded"][OURS] == probe["after the loaders"]["ours_size"] and again["moves"] == ["cpu:0"]
+
+
 def test_a_dropped_model_leaves_comfyuis_list_at_once(probe):
     assert OURS in probe["ours loaded once more"]["loaded"]
     assert OURS not in probe["the model handle dropped by ComfyUI's cache"]["loaded"]  # no reference cycle, no gc

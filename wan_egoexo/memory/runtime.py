@@ -92,15 +92,20 @@ def prepare_for_sampling(transformer, loras, resident: int | None, device, lora_
 
 
 def prepare_sampler_run(transformer, loras, memory_mode: str, device, latent_grid, has_reference: bool,
-                        guidance: bool, cfg_batch: str = "auto", lora_mode: str = "merged", park=None) -> MemoryPlan:
+                        guidance: bool, cfg_batch: str = "auto", lora_mode: str = "merged", park=None,
+                        release=None) -> MemoryPlan:
     """The sampler node's set-up in one call: check its choices, plan for this clip's latent grid
     (frames of one window, height, width) and make the LoRA chain and resident blocks match the plan
-    (``park``: see prepare_for_sampling). Returns the plan (its cfg_batch is how guidance must run)."""
+    (``park``: see prepare_for_sampling). ``release(transformer)`` is called before blocks are
+    streamed, so that a host that manages the module's placement lets go of it first. Returns the
+    plan (its cfg_batch is how guidance must run)."""
     if cfg_batch not in CFG_BATCH_MODES or lora_mode not in LORA_MODES or memory_mode not in MEMORY_MODES:
         raise InputError(f"cfg_batch / lora_mode / memory: expected one of {CFG_BATCH_MODES} / {LORA_MODES} / "
                          f"{MEMORY_MODES}, got {cfg_batch!r} / {lora_mode!r} / {memory_mode!r}.")
     plan = plan_sampling(transformer, memory_mode, device, *latent_grid, has_reference, guidance=guidance,
                          cfg_batch=cfg_batch_of(cfg_batch), lora_mode=lora_mode, loras=loras)
+    if plan.resident_blocks is not None and release is not None:
+        release(transformer)
     prepare_for_sampling(transformer, loras, plan.resident_blocks, device, lora_mode, park)
     return plan
 
