@@ -28,12 +28,17 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A torch.device; "cuda" gets the index of the current CUDA device, so that it compares equal to
+    the devices tensors report (``tensor.device == torch.device("cuda")`` is False)."""
     if device is None or device == "auto":
         return default_device()
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"device: {device!r} is not a device; expected 'cpu', 'cuda', 'cuda:N' or 'auto'.") from exc
+    if resolved.type == "cuda" and resolved.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return resolved
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
