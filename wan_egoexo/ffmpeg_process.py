@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import subprocess
 import threading
-import time
 
 from .errors import InputError
 
@@ -56,7 +55,7 @@ class FfmpegProcess:
     ffmpeg's per-frame log (showinfo).
     """
 
-    def __init__(self, args: list[str], path, on_line=None, stdin=None):
+    def __init__(self, args: list[str], path, on_line=None):
         self.path = path
         self._head: list[str] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -64,9 +63,8 @@ class FfmpegProcess:
         self._on_line = on_line
         try:
             self.process = subprocess.Popen(
-                [ffmpeg_exe(), "-hide_banner", "-y", *(["-nostdin"] if stdin is None else []), *args],
-                stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE)
+                [ffmpeg_exe(), "-hide_banner", "-y", "-nostdin", *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise InputError(f"{path}: cannot start ffmpeg ({exc}); reinstall imageio-ffmpeg.") from None
         self.stdout = self.process.stdout
@@ -120,13 +118,3 @@ class FfmpegProcess:
         if not self._reader.is_alive():
             self.process.stderr.close()
 
-
-def run_ffmpeg(args: list[str], path, timeout: float) -> tuple[int, str]:
-    """Run ffmpeg to completion, its stdout discarded; (exit code, bounded stderr)."""
-    deadline = time.monotonic() + timeout
-    with FfmpegProcess(args, path) as ff:
-        for _chunk in iter(lambda: ff.stdout.read(1 << 16), b""):
-            if time.monotonic() > deadline:
-                break
-        code = ff.wait(max(1.0, deadline - time.monotonic()))
-        return code, ff.stderr_text()

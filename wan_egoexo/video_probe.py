@@ -83,10 +83,6 @@ class VideoProbe:
     def num_frames(self) -> int:
         return int(self.pts.shape[0])
 
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
     def seconds(self, ticks) -> np.ndarray:
         return np.asarray(ticks, dtype=np.float64) * float(self.time_base)
 
