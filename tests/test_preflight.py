@@ -100,6 +100,19 @@ def test_reference_checks(models, clip, tmp_path, capsys, no_model_may_load):
     assert "me.png: cannot be read as an image" in err
 
 
+def test_a_reference_folder_without_a_clips_image_names_that_clip_only(models, tmp_path, capsys, no_model_may_load):
+    clips, references = tmp_path / "clips", tmp_path / "references"
+    clips.mkdir()
+    references.mkdir()
+    make_clip(clips / "a.mp4", constant_times(9, 8.0))
+    make_clip(clips / "b.mp4", constant_times(9, 8.0))
+    Image.new("RGB", (40, 30)).save(references / "a.png")
+    err = failure(models, capsys, "--task", "ego2exo", "--video", str(clips), "--out", str(tmp_path / "out"),
+                  "--reference", str(references))
+    assert re.search(r"reference: no image named b\.\* in \S+references for the clip \S+b\.mp4", err), err
+    assert "needs a reference image" not in err  # --reference was given: only b's image is missing
+
+
 def test_every_problem_is_listed_at_once(models, clip, tmp_path, capsys, no_model_may_load):
     err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "x.gif"), "--start-frame", "99",
                   "--frames", "48", "--overlap", "20")

@@ -166,7 +166,11 @@ def check_run(task, clips: list[Path], out, fit: FitOptions | None, input_fps: f
             skipped.append(clip)
             continue
         planned = problems.check(plan_clip, clip, fit, input_fps)
-        image_path = problems.check(reference_for, clip, reference) if batch else reference
+        try:
+            image_path = reference_for(clip, reference) if batch else reference
+        except InputError as exc:  # the folder lacks this clip's image: not a missing --reference
+            problems.add(str(exc))
+            continue
         key = str(image_path)
         if key not in references:
             references[key] = problems.check(load_reference, task, image_path)
