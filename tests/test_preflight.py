@@ -113,6 +113,18 @@ def test_a_reference_folder_without_a_clips_image_names_that_clip_only(models, t
     assert "needs a reference image" not in err  # --reference was given: only b's image is missing
 
 
+def test_a_reference_over_the_side_limit_is_averaged_down_to_it(tmp_path):
+    from wan_egoexo.preflight import REFERENCE_MAX_SIDE, load_reference
+    from wan_egoexo.tasks import get_task
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, REFERENCE_MAX_SIDE + 4, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    reference = load_reference(get_task("ego2exo"), tmp_path / "wide.png")
+    means = pixels.reshape(3, 2, (REFERENCE_MAX_SIDE + 4) // 2, 2, 3).mean(axis=(1, 3))  # 2x2 boxes
+    assert reference.shape == means.shape
+    assert np.abs(reference - means).max() <= 0.5 + 1e-9
+
+
 def test_every_problem_is_listed_at_once(models, clip, tmp_path, capsys, no_model_may_load):
     err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "x.gif"), "--start-frame", "99",
                   "--frames", "48", "--overlap", "20")

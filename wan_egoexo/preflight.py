@@ -8,7 +8,6 @@ probe and planned fit, the reference's pixels) is handed to the run, so nothing 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from .errors import InputError
 from .option_ranges import check_lora_strength
 from .sampling import SamplingSettings
 from .video_fit import FitInfo, FitOptions, plan_fit
-from .video_io import WRITABLE_SUFFIXES, check_frame_size, image_size, read_image
+from .video_io import WRITABLE_SUFFIXES, check_frame_size, read_image
 from .windows import WindowOptions
 
 REFERENCE_MAX_SIDE = 4096  # a reference photo is averaged down to this before use (it ends at the clip's size)
@@ -131,10 +130,7 @@ def load_reference(task, path) -> np.ndarray | None:
     if not task.uses_reference:
         raise InputError(f"reference: the {task.name} task uses no reference image, but --reference {path} was "
                          "given; leave it out (or use --task ego2exo).")
-    width, height = image_size(path)
-    factor = max(1, math.ceil(max(width, height) / REFERENCE_MAX_SIDE))
-    box = (REFERENCE_MAX_SIDE, REFERENCE_MAX_SIDE) if factor > 1 else None
-    return read_image(path, reduce_to=box)
+    return read_image(path, max_side=REFERENCE_MAX_SIDE)
 
 
 # ---------------------------------------------------------------- a whole run

@@ -88,14 +88,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if orientation in _ROTATING_ORIENTATIONS else (width, height)
 
 
-def read_image(path: str | os.PathLike, box=None, reduce_to=None) -> np.ndarray:
+def read_image(path: str | os.PathLike, box=None, reduce_to=None, max_side: int | None = None) -> np.ndarray:
     """One still image as uint8 RGB [H, W, 3].
 
     EXIF orientation is applied; transparency is composited on black; greyscale becomes RGB;
     16-bit images are scaled to 8 bits; animated images give their first frame. Images over
     MAX_SOURCE_PIXELS are refused from their header, before decoding. ``box`` (x, y, w, h) cuts a
     region; ``reduce_to`` (w, h) averages it down by a whole factor while it stays at least twice that
-    size, so a huge photo costs little memory downstream (the final resize is the caller's).
+    size, so a huge photo costs little memory downstream (the final resize is the caller's); ``max_side``
+    averages it down by the smallest whole factor that brings its longer side to at most that.
     """
     path = Path(path)
     check_source_pixels(path, *image_size(path))
@@ -110,6 +111,8 @@ def read_image(path: str | os.PathLike, box=None, reduce_to=None) -> np.ndarray:
                 factor = min(image.size[0] // (2 * reduce_to[0]), image.size[1] // (2 * reduce_to[1]))
                 if factor >= 2:
                     image = image.reduce(int(factor))
+            if max_side is not None and max(image.size) > max_side:
+                image = image.reduce(math.ceil(max(image.size) / max_side))
             return _to_rgb_uint8(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot be read as an image ({exc}); expected a "
