@@ -22,7 +22,13 @@ from .audio import AudioClip, SourceAudio, read_audio
 from .errors import InputError
 from .video_decode import decode_frames, fill_missing
 from .video_fit import FitInfo, FitOptions, fitted_video_from, plan_fit
-from .video_io import IMAGE_SUFFIXES, check_frame_size, image_size, list_frame_files, read_image
+from .video_io import (
+    IMAGE_SUFFIXES,
+    check_frame_size,
+    image_size,
+    list_frame_files,
+    read_image,
+)
 from .video_probe import AudioStream, VideoProbe, check_source_pixels, probe_video_file
 from .video_timing import Timeline, constant_rate, timeline_from_probe
 
@@ -98,6 +104,17 @@ def fitted_bytes(info: FitInfo) -> int:
     return info.num_frames * info.width * info.height * 3 * 4 + unique * content
 
 
+def plan_clip_fit(source: ClipSource, options: FitOptions) -> FitInfo:
+    """Plan a clip's fit and check that it can be read: the planned frames fit in memory and, for a frame
+    folder, every frame used has the first frame's size (from the headers, before a pixel is decoded)."""
+    info = plan_fit(source.width, source.height, source.timeline, options)
+    check_memory(fitted_bytes(info), f"{source.path}: fitting {info.num_frames} frames of {info.width}x{info.height}")
+    if source.kind == "frames":
+        for index in sorted(set(info.source_indices)):
+            check_frame_size(source.files[index], source.files[0], (source.width, source.height))
+    return info
+
+
 # ---------------------------------------------------------------- reading
 
 @dataclass
@@ -135,15 +152,9 @@ def _frames_from_file(source: ClipSource, info: FitInfo, notes: list[str]):
 
 def _frames_from_images(source: ClipSource, info: FitInfo):
     size = (info.content_box[2], info.content_box[3])
-    first = source.files[0]
 
     def frames_of(chunk):
-        images = []
-        for index in chunk:
-            file = source.files[int(index)]
-            check_frame_size(file, first, (source.width, source.height))
-            images.append(read_image(file, box=info.crop_box, reduce_to=size))
-        return np.stack(images)
+        return np.stack([read_image(source.files[int(i)], box=info.crop_box, reduce_to=size) for i in chunk])
 
     return frames_of
 
@@ -152,8 +163,7 @@ def read_fitted_clip(source, options: FitOptions, input_fps: float | None = None
     """Fit a clip (a path or an open ClipSource) to the grid, decoding only the frames the fit uses."""
     if not isinstance(source, ClipSource):
         source = open_clip(source, input_fps)
-    info = plan_fit(source.width, source.height, source.timeline, options)
-    check_memory(fitted_bytes(info), f"{source.path}: fitting {info.num_frames} frames of {info.width}x{info.height}")
+    info = plan_clip_fit(source, options)
     notes = list(source.notes)
     if source.kind == "video":
         video = fitted_video_from(info, _frames_from_file(source, info, notes), cropped=True)

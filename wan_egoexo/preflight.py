@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .batch import output_paths, reference_for
-from .clip_reader import ClipSource, check_memory, fitted_bytes, open_clip
+from .clip_reader import ClipSource, open_clip, plan_clip_fit
 from .errors import InputError
 from .option_ranges import check_lora_strength
 from .sampling import SamplingSettings
-from .video_fit import FitInfo, FitOptions, plan_fit
-from .video_io import WRITABLE_SUFFIXES, check_frame_size, read_image
+from .video_fit import FitInfo, FitOptions
+from .video_io import WRITABLE_SUFFIXES, read_image
 from .windows import WindowOptions
 
 REFERENCE_MAX_SIDE = 4096  # a reference photo is averaged down to this before use (it ends at the clip's size)
@@ -112,12 +112,7 @@ def plan_clip(path, fit: FitOptions | None, input_fps: float | None) -> tuple[Cl
     source = open_clip(path, input_fps)
     if fit is None:
         return None
-    info = plan_fit(source.width, source.height, source.timeline, fit)
-    check_memory(fitted_bytes(info), f"{path}: fitting {info.num_frames} frames of {info.width}x{info.height}")
-    if source.kind == "frames":
-        for index in sorted(set(info.source_indices)):
-            check_frame_size(source.files[index], source.files[0], (source.width, source.height))
-    return source, info
+    return source, plan_clip_fit(source, fit)
 
 
 def load_reference(task, path) -> np.ndarray | None:
