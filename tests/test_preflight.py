@@ -125,6 +125,16 @@ def test_a_reference_over_the_side_limit_is_averaged_down_to_it(tmp_path):
     assert np.abs(reference - means).max() <= 0.5 + 1e-9
 
 
+def test_a_batch_output_that_is_a_file_is_one_problem(models, tmp_path, capsys, no_model_may_load):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    make_clip(clips / "a.mp4", constant_times(9, 8.0))
+    (tmp_path / "taken").write_text("a file")
+    err = failure(models, capsys, "--video", str(clips), "--out", str(tmp_path / "taken"))
+    assert re.search(r"out: \S+taken is a file; expected a folder for the outputs of a batch", err), err
+    assert "problems" not in err and "cannot be created" not in err  # reported once, not twice
+
+
 def test_every_problem_is_listed_at_once(models, clip, tmp_path, capsys, no_model_may_load):
     err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "x.gif"), "--start-frame", "99",
                   "--frames", "48", "--overlap", "20")

@@ -141,9 +141,10 @@ def check_run(task, clips: list[Path], out, fit: FitOptions | None, input_fps: f
     """
     problems = problems if problems is not None else Problems()
     if batch:
-        problems.check(check_writable_folder, out, "out")
         if Path(out).is_file():
             problems.add(f"out: {out} is a file; expected a folder for the outputs of a batch.")
+        else:
+            problems.check(check_writable_folder, out, "out")
         outputs = problems.check(output_paths, clips, Path(out), task.name) or {}
     else:
         problems.check(check_output_file, out)
