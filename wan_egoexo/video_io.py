@@ -288,7 +288,6 @@ def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int
     if int(crf) != crf or not 0 <= crf <= 51:
         raise InputError(f"crf: {crf!r} is invalid; expected an integer 0..51 (lower is better quality).")
     frames = _pad_to_even(_frames_as_uint8(frames))
-    height, width = frames.shape[1:3]
 
     output_params = ["-crf", str(int(crf)), "-vf", _BT709_FILTER]
     if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
