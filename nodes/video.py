@@ -23,10 +23,9 @@ MAX_FRAMES = 1001  # 4k+1; about two minutes at 8 fps (sliding windows); 0 = the
 MAX_FPS = 60.0
 
 
-def range_problem(node, name: str, value) -> str | None:
-    """ComfyUI's own min/max rule for input ``name`` of ``node``, for inputs VALIDATE_INPUTS takes over
-    (ComfyUI skips its range check for those)."""
-    spec = node.INPUT_TYPES()["required"][name][1]
+def range_problem(spec: dict, name: str, value) -> str | None:
+    """ComfyUI's own min/max rule (``spec``: the input's options) for input ``name``, for inputs
+    VALIDATE_INPUTS takes over (ComfyUI skips its range check for those)."""
     low, high = spec.get("min"), spec.get("max")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return f"{name}: {value!r} is not a number; expected {low}..{high}."
@@ -103,8 +102,9 @@ class WorldWanderLoadVideo:
         if problem:
             return problem
         values = {"width": width, "height": height, "frames": frames, "fps": fps, "frame_stride": frame_stride}
+        required = cls.INPUT_TYPES()["required"]  # once: it lists the input folder
         for name, value in values.items():
-            if value is not None and (problem := range_problem(cls, name, value)):
+            if value is not None and (problem := range_problem(required[name][1], name, value)):
                 return problem
         if all(value is not None for value in values.values()):  # inputs fed by links are checked when run
             try:
