@@ -313,9 +313,11 @@ def _encode(temp: Path, frames: np.ndarray, fps, output_params: list[str], path:
         str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
         codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
         ffmpeg_log_level="error", output_params=output_params)
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
+    try:  # closing the generator stops and waits for ffmpeg, also when the loop is interrupted (Ctrl-C)
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
     if temp.stat().st_size == 0:
         raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
