@@ -37,7 +37,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as exc:
         raise InputError(f"device: {device!r} is not a device; expected 'cpu', 'cuda', 'cuda:N' or 'auto'.") from exc
     if resolved.type == "cuda" and resolved.index is None and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
+        try:
+            return torch.device("cuda", torch.cuda.current_device())
+        except (RuntimeError, AssertionError):  # CUDA that cannot start here: the name is all there is
+            return resolved
     return resolved
 
 
