@@ -95,8 +95,8 @@ def init_distributed(device: str = "auto", backend: str = "auto") -> Distributed
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     wanted = resolve_device(device)
-    if wanted.type == "cuda" and wanted.index is None:
-        wanted = torch.device("cuda", local_rank)
+    if wanted.type == "cuda" and (device in (None, "auto") or torch.device(device).index is None):
+        wanted = torch.device("cuda", local_rank)  # "cuda" without an index: each process its own GPU
     if world_size <= 1:
         return DistributedContext(device=wanted)
     if backend == "auto":

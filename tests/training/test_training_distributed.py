@@ -62,3 +62,17 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_root, tmp_path):
     sharded = read_checkpoint_state(latest_checkpoint(tmp_path / "fsdp"))
     for key, value in state["lora"].items():
         torch.testing.assert_close(sharded["lora"][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """"cuda" (or auto) without an index means the GPU of this process's LOCAL_RANK; an index is kept."""
+    from training.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert init_distributed("cuda").device == torch.device("cuda", 1)
+    assert init_distributed("auto").device == torch.device("cuda", 1)
+    assert init_distributed("cuda:0").device == torch.device("cuda", 0)
