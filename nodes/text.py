@@ -49,11 +49,12 @@ class WorldWanderTextEncode:
 
         task = get_task(task)
         custom = prompt if prompt.strip() else None
-        embeds, _stats = encode_prompts_cached(text_encoder.path, task_prompts(task, custom, negative_prompt),
-                                               device=text_encoder.device, dtype=text_encoder.dtype,
-                                               load=_load_with_room)
+        embeds, stats = encode_prompts_cached(text_encoder.path, task_prompts(task, custom, negative_prompt),
+                                              device=text_encoder.device, dtype=text_encoder.dtype,
+                                              load=_load_with_room)
         positive, negative = embeds[:1], embeds[1:]
-        host.release_cache()
+        if stats["loaded"]:  # UMT5 ran and is dropped: hand its cached blocks back (nothing to do on a hit)
+            host.release_cache()
         return (TextHandle(positive, negative, None if custom else task.name),
                 embeddings_to_conditioning(positive), embeddings_to_conditioning(negative))
 
