@@ -31,7 +31,7 @@ BATCHED, SEQUENTIAL, AUTHORS = "ours, batched (cfg_batch 2)", "ours, sequential 
 
 def run(argv=None) -> dict:
     from wan_egoexo.memory.modulation import enable_compact_modulation
-    from wan_egoexo.sampling import guided_flow
+    from wan_egoexo.sampling.sampler import guided_flow
 
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--compact", action="store_true", help="our rows with compact modulation")

@@ -28,7 +28,7 @@ NAME = "bench_forward"
 
 
 def _fp32_reference(transformer, inputs, timestep):
-    from wan_egoexo.in_context import predict_flow
+    from wan_egoexo.in_context.predict_flow import predict_flow
 
     exact = common.twin(transformer)
     exact.load_state_dict({k: v.float() for k, v in transformer.state_dict().items()}, strict=True, assign=True)
@@ -39,7 +39,7 @@ def _fp32_reference(transformer, inputs, timestep):
 
 def variants(args, transformer, inputs, timestep, dtype, device):
     """name -> zero-argument function computing the target's flow, in the table's order."""
-    from wan_egoexo.in_context import predict_flow
+    from wan_egoexo.in_context.predict_flow import predict_flow
     from wan_egoexo.memory.modulation import enable_compact_modulation
 
     target, source, reference, text = inputs

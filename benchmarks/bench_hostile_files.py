@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 READERS = {
     "lora": ("wan_egoexo.lora.layouts", "read_lora_file"),
-    "transformer": ("wan_egoexo.transformer_loader", "load_transformer"),
+    "transformer": ("wan_egoexo.models.transformer_loader", "load_transformer"),
 }
 
 # (name, reader, builder); the builder writes the file into the folder it is given.

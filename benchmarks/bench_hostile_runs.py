@@ -116,7 +116,7 @@ with atomic_path(Path(sys.argv[1]), keep_suffix=True) as temp:
 _NEXT_WRITE = """
 import sys
 import numpy as np
-from wan_egoexo.video_io import write_video
+from wan_egoexo.video.read_write import write_video
 write_video(sys.argv[1], np.zeros((3, 32, 32, 3), np.uint8), 8.0)
 """
 
@@ -145,7 +145,7 @@ def _output_summary(out: Path) -> dict:
     leftovers = [p.name for p in out.parent.iterdir() if ".partial" in p.name]
     if not out.exists():
         return {"written": False, "leftovers": leftovers}
-    from wan_egoexo.video_io import read_video  # noqa: PLC0415
+    from wan_egoexo.video.read_write import read_video  # noqa: PLC0415
 
     return {"written": True, "mean_pixel": round(float(read_video(out).frames.mean()), 1), "leftovers": leftovers}
 

@@ -26,13 +26,13 @@ def run_one(frames: int, size: int, steps: int, models_dir: str | None) -> dict:
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from wan_egoexo.model_files import find_model_files  # noqa: PLC0415
-    from wan_egoexo.pipeline import load_models, translate_frames  # noqa: PLC0415
-    from wan_egoexo.sampling import SamplingSettings  # noqa: PLC0415
-    from wan_egoexo.tasks import EXO2EGO  # noqa: PLC0415
+    from wan_egoexo.models.model_files import find_model_files  # noqa: PLC0415
+    from wan_egoexo.pipeline.translation import load_models, translate_frames  # noqa: PLC0415
+    from wan_egoexo.sampling.sampler import SamplingSettings  # noqa: PLC0415
+    from wan_egoexo.in_context.tasks import EXO2EGO  # noqa: PLC0415
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder  # noqa: PLC0415
-    from wan_egoexo.video_fit import FitOptions  # noqa: PLC0415
-    from wan_egoexo.windows import WindowOptions  # noqa: PLC0415
+    from wan_egoexo.video.fit import FitOptions  # noqa: PLC0415
+    from wan_egoexo.in_context.windows import WindowOptions  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as work:
         if models_dir is None:

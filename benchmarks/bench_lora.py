@@ -26,12 +26,12 @@ NAME = "bench_lora"
 
 
 def run(argv=None) -> dict:
-    from wan_egoexo.in_context import predict_flow
+    from wan_egoexo.in_context.predict_flow import predict_flow
     from wan_egoexo.lora import apply_lora, set_merged_loras
     from wan_egoexo.memory.modulation import enable_compact_modulation
     from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
     from wan_egoexo.tiny.transformer import save_transformer_single_file
-    from wan_egoexo.transformer_loader import load_transformer
+    from wan_egoexo.models.transformer_loader import load_transformer
 
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--batch", type=int, default=2)

@@ -22,8 +22,8 @@ NAME = "bench_memory_model"
 
 
 def measure(args, size: str, compact: bool, device, dtype) -> dict:
-    from wan_egoexo.in_context import predict_flow
-    from wan_egoexo.latents import latent_shape
+    from wan_egoexo.in_context.predict_flow import predict_flow
+    from wan_egoexo.in_context.latents import latent_shape
     from wan_egoexo.memory.flops import in_context_tokens
     from wan_egoexo.memory.footprint import predict_flow_activation_bytes
     from wan_egoexo.memory.modulation import enable_compact_modulation

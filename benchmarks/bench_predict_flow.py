@@ -59,7 +59,7 @@ def prepare(parts, args, device, dtype):
     from wan_egoexo.memory.fp8_weights import enable_fp8_storage
     from wan_egoexo.memory.modulation import enable_compact_modulation
     from wan_egoexo.memory.offload import enable_block_offload
-    from wan_egoexo.transformer_loader import set_attention_backend
+    from wan_egoexo.models.transformer_loader import set_attention_backend
 
     backend = FLASH_2 if "flash2" in parts else FLASH_3 if "flash3" in parts else None
     if backend and backend not in available_attention_backends(device, dtype):
@@ -107,8 +107,8 @@ def float32_reference(args, device, predict_flow):
 
 
 def run(argv=None) -> list[dict]:
-    from wan_egoexo.in_context import predict_flow
-    from wan_egoexo.latents import latent_shape
+    from wan_egoexo.in_context.predict_flow import predict_flow
+    from wan_egoexo.in_context.latents import latent_shape
     from wan_egoexo.memory.flops import predict_flow_flops
     from wan_egoexo.memory.footprint import predict_flow_activation_bytes
 

@@ -52,21 +52,21 @@ def parse(argv):
 
 
 def translate_once(args, files, clip_path, out_path, device, dtype, task) -> dict:
-    from wan_egoexo.latents import decode_latents, encode_video
+    from wan_egoexo.in_context.latents import decode_latents, encode_video
     from wan_egoexo.lora import apply_lora, merge_loras
     from wan_egoexo.memory.fp8_weights import enable_fp8_storage
     from wan_egoexo.memory.modulation import enable_compact_modulation
     from wan_egoexo.memory.offload import enable_block_offload
     from wan_egoexo.memory.prompt_cache import encode_prompts_cached, release_text_encoder
     from wan_egoexo.memory.vae_chunking import enable_vae_tiling
-    from wan_egoexo.pipeline import encode_task_prompts, prepare_reference
-    from wan_egoexo.sampling import SamplingSettings, sample_target
-    from wan_egoexo.text_encoder_loader import load_text_encoder
+    from wan_egoexo.pipeline.translation import encode_task_prompts, prepare_reference
+    from wan_egoexo.sampling.sampler import SamplingSettings, sample_target
+    from wan_egoexo.models.text_encoder_loader import load_text_encoder
     from wan_egoexo.tiny.models_folder import make_demo_image
-    from wan_egoexo.transformer_loader import load_transformer
-    from wan_egoexo.vae_loader import load_vae
-    from wan_egoexo.video_fit import FitOptions, fit_video, unfit_video
-    from wan_egoexo.video_io import read_video, write_video
+    from wan_egoexo.models.transformer_loader import load_transformer
+    from wan_egoexo.models.vae_loader import load_vae
+    from wan_egoexo.video.fit import FitOptions, fit_video, unfit_video
+    from wan_egoexo.video.read_write import read_video, write_video
 
     settings = SamplingSettings(steps=args.steps)
     stages, extra, held = {}, {}, {}
@@ -140,8 +140,8 @@ def translate_once(args, files, clip_path, out_path, device, dtype, task) -> dic
 
 
 def run(argv=None) -> dict:
-    from wan_egoexo.model_files import find_model_files
-    from wan_egoexo.tasks import get_task
+    from wan_egoexo.models.model_files import find_model_files
+    from wan_egoexo.in_context.tasks import get_task
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip
 
     args = parse(argv)

@@ -39,7 +39,7 @@ def build_vae(args, device, dtype):
 
 
 def run(argv=None) -> list[dict]:
-    from wan_egoexo.latents import latent_shape
+    from wan_egoexo.in_context.latents import latent_shape
     from wan_egoexo.memory.vae_chunking import disable_vae_tiling, enable_vae_tiling
 
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))

@@ -116,7 +116,7 @@ def twin(transformer):
 
 def latent_inputs(args, transformer, batch: int, device, seed: int = 0):
     """(target, source, reference or None, text) for the in-context forward at the args' size."""
-    from wan_egoexo.latents import latent_shape
+    from wan_egoexo.in_context.latents import latent_shape
 
     frames, height, width = latent_shape(args.frames, args.height, args.width)
     channels = transformer.config.in_channels

@@ -73,7 +73,7 @@ def build(args, device, dtype):
 
 
 def inputs(args, transformer, device):
-    from wan_egoexo.latents import latent_shape
+    from wan_egoexo.in_context.latents import latent_shape
 
     frames, height, width = latent_shape(args.frames, args.height, args.width)
     generator = torch.Generator().manual_seed(0)
@@ -87,7 +87,7 @@ def inputs(args, transformer, device):
 
 
 def guided_step(model, x, cfg_batch):
-    from wan_egoexo.sampling import guided_flow
+    from wan_egoexo.sampling.sampler import guided_flow
 
     def step():
         with torch.no_grad():
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
 
     def attention():
         from wan_egoexo.memory.attention_choice import SDPA, available_attention_backends
-        from wan_egoexo.transformer_loader import set_attention_backend
+        from wan_egoexo.models.transformer_loader import set_attention_backend
 
         found = {"available": available_attention_backends(device, dtype)}
         step = guided_step(compact, x, 2)

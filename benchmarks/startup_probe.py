@@ -59,8 +59,8 @@ def probe_translate(tree: str) -> dict:
 
     torch_s = time.perf_counter() - start
     start = time.perf_counter()
-    import wan_egoexo.cli  # noqa: F401
-    import wan_egoexo.cli_translate  # noqa: F401
+    import wan_egoexo.cli.main  # noqa: F401
+    import wan_egoexo.cli.translate  # noqa: F401
 
     return {"torch_s": torch_s, "import_s": time.perf_counter() - start, "after_import": _loaded(),
             "wan_egoexo_modules": sorted(m for m in sys.modules if m.startswith("wan_egoexo."))}

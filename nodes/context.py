@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video
 from wan_egoexo.errors import InputError
-from wan_egoexo.positions import POSITION_MODES
-from wan_egoexo.tasks import TASKS, get_task
+from wan_egoexo.in_context.positions import POSITION_MODES
+from wan_egoexo.in_context.tasks import TASKS, get_task
 
 from . import host
 from .handles import CONTEXT, FIT, VAE, ContextHandle
@@ -68,8 +68,8 @@ class WorldWanderInContext:
         return True
 
     def build(self, vae, task, source, positions, reference=None, fit=None):
-        from wan_egoexo.latents import encode_video  # noqa: PLC0415
-        from wan_egoexo.pipeline import prepare_reference  # noqa: PLC0415
+        from wan_egoexo.in_context.latents import encode_video  # noqa: PLC0415
+        from wan_egoexo.pipeline.translation import prepare_reference  # noqa: PLC0415
 
         task = get_task(task)
         if positions not in POSITION_MODES:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.tasks import Task
-from wan_egoexo.video_fit import FitInfo
+from wan_egoexo.in_context.tasks import Task
+from wan_egoexo.video.fit import FitInfo
 
 MODEL = "WW_MODEL"
 VAE = "WW_VAE"

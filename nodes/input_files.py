@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_io import VIDEO_SUFFIXES
+from wan_egoexo.video.read_write import VIDEO_SUFFIXES
 
 _ANNOTATIONS = {"[input]": "get_input_directory", "[output]": "get_output_directory", "[temp]": "get_temp_directory"}
 

@@ -49,7 +49,7 @@ class WorldWanderModelLoader:
     def load(self, model_name, dtype, attention, memory="auto"):
         from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
         from wan_egoexo.memory.modulation import enable_compact_modulation  # noqa: PLC0415
-        from wan_egoexo.transformer_loader import load_transformer  # noqa: PLC0415
+        from wan_egoexo.models.transformer_loader import load_transformer  # noqa: PLC0415
 
         path = host.model_path(host.TRANSFORMER_FOLDERS, model_name, "model_name")
         device = host.torch_device()
@@ -114,7 +114,7 @@ class WorldWanderVAELoader:
     def load(self, vae_name, tiling="auto"):
         from wan_egoexo.memory.runtime import wants_vae_tiling  # noqa: PLC0415
         from wan_egoexo.memory.vae_chunking import enable_vae_tiling  # noqa: PLC0415
-        from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
+        from wan_egoexo.models.vae_loader import load_vae  # noqa: PLC0415
 
         path = host.model_path(host.VAE_FOLDERS, vae_name, "vae_name")
         device = host.torch_device()
@@ -148,7 +148,7 @@ class WorldWanderTextEncoderLoader:
 
     def load(self, text_encoder_name, device):
         from wan_egoexo.devices import resolve_dtype  # noqa: PLC0415
-        from wan_egoexo.text_encoder_loader import check_text_encoder  # noqa: PLC0415
+        from wan_egoexo.models.text_encoder_loader import check_text_encoder  # noqa: PLC0415
 
         path = host.model_path(host.TEXT_ENCODER_FOLDERS, text_encoder_name, "text_encoder_name")
         check_text_encoder(path)  # a wrong file fails here, by name; the weights load only when needed

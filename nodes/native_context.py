@@ -17,9 +17,9 @@ import torch
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video, latent_samples, video_to_image_batch
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context_layout import InContextLayout, check_positions, reindex_frames, target_frames_from_mask
-from wan_egoexo.latents import latent_shape
-from wan_egoexo.tasks import get_task
+from wan_egoexo.in_context.layout import InContextLayout, check_positions, reindex_frames, target_frames_from_mask
+from wan_egoexo.in_context.latents import latent_shape
+from wan_egoexo.in_context.tasks import get_task
 
 from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
 
@@ -77,7 +77,7 @@ def _encode(vae, images: torch.Tensor, expected_shape: tuple, name: str) -> torc
 
 def build_in_context_latent(model, vae, source, task, positions, reference=None):
     """(patched model clone, LATENT) for WorldWander In-Context (native); checks every input first."""
-    from wan_egoexo.pipeline import prepare_reference  # noqa: PLC0415
+    from wan_egoexo.pipeline.translation import prepare_reference  # noqa: PLC0415
 
     task = get_task(task)
     check_positions(positions)

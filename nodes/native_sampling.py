@@ -17,7 +17,7 @@ DEFAULT_SEED = 1234  # the authors' setting
 
 
 def _solver_choices() -> list[str]:
-    from wan_egoexo.solvers import SOLVERS  # noqa: PLC0415  (cheap: diffusers is imported only when used)
+    from wan_egoexo.sampling.solvers import SOLVERS  # noqa: PLC0415  (cheap: diffusers is imported only when used)
 
     return list(SOLVERS)
 
@@ -40,7 +40,7 @@ def reference_sampler_function(solver: str):
     """A k-diffusion style sampler function (ComfyUI's KSAMPLER calls it) stepping with ``solver``."""
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
-        from wan_egoexo.solvers import solve  # noqa: PLC0415
+        from wan_egoexo.sampling.solvers import solve  # noqa: PLC0415
 
         extra_args = {} if extra_args is None else extra_args
         ones = x.new_ones([x.shape[0]])
@@ -90,7 +90,7 @@ class WorldWanderSolver:
     def get_sampler(self, solver):
         import comfy.samplers  # noqa: PLC0415
 
-        from wan_egoexo.solvers import check_solver  # noqa: PLC0415
+        from wan_egoexo.sampling.solvers import check_solver  # noqa: PLC0415
 
         return (comfy.samplers.KSAMPLER(reference_sampler_function(check_solver(solver))),)
 
@@ -122,7 +122,7 @@ class WorldWanderSigmas:
         }}
 
     def get_sigmas(self, steps, shift, solver, denoise):
-        from wan_egoexo.solvers import reference_sigmas  # noqa: PLC0415
+        from wan_egoexo.sampling.solvers import reference_sigmas  # noqa: PLC0415
 
         return (reference_sigmas(solver, int(steps), float(shift), float(denoise)),)
 
@@ -136,8 +136,8 @@ class WorldWanderNoiseSource:
 
     def generate_noise(self, input_latent):
         from wan_egoexo.comfy_interop import latent_samples  # noqa: PLC0415
-        from wan_egoexo.in_context_layout import target_frames_from_mask  # noqa: PLC0415
-        from wan_egoexo.sampling import initial_noise  # noqa: PLC0415
+        from wan_egoexo.in_context.layout import target_frames_from_mask  # noqa: PLC0415
+        from wan_egoexo.sampling.sampler import initial_noise  # noqa: PLC0415
 
         samples = latent_samples(input_latent, "latent_image")
         mask = input_latent.get("noise_mask")

@@ -31,7 +31,7 @@ class WorldWanderRestoreClip:
         }}
 
     def restore(self, images, fit):
-        from wan_egoexo.video_fit import unfit_video  # noqa: PLC0415
+        from wan_egoexo.video.fit import unfit_video  # noqa: PLC0415
 
         check_image_batch(images, "images")
         count, height, width = (int(d) for d in images.shape[:3])

@@ -27,7 +27,7 @@ class WorldWanderSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from wan_egoexo.sampling import SOLVERS  # noqa: PLC0415  (imports neither diffusers nor peft)
+        from wan_egoexo.sampling.sampler import SOLVERS  # noqa: PLC0415  (imports neither diffusers nor peft)
 
         return {
             "required": {
@@ -77,10 +77,10 @@ class WorldWanderSampler:
 
     def sample(self, model, context, text, seed, steps, cfg, shift, solver, denoise, window=0, overlap=4,
                init_latent=None, cfg_batch="auto", lora_mode="merged"):
-        from wan_egoexo.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
+        from wan_egoexo.in_context.latents import denormalize_latents, normalize_latents  # noqa: PLC0415
         from wan_egoexo.memory.runtime import prepare_sampler_run  # noqa: PLC0415
-        from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: PLC0415
-        from wan_egoexo.windows import WindowOptions  # noqa: PLC0415
+        from wan_egoexo.sampling.sampler import SamplingSettings, sample_target  # noqa: PLC0415
+        from wan_egoexo.in_context.windows import WindowOptions  # noqa: PLC0415
 
         text.check_task(context.task)
         text.check_width(int(model.transformer.config.text_dim))

@@ -6,7 +6,7 @@ bridging a CONDITIONING made by ComfyUI's own CLIPLoader (type "wan") + CLIPText
 from __future__ import annotations
 
 from wan_egoexo.comfy_interop import conditioning_to_embeddings, embeddings_to_conditioning
-from wan_egoexo.tasks import TASKS, get_task
+from wan_egoexo.in_context.tasks import TASKS, get_task
 
 from . import host
 from .handles import TEXT, TEXT_ENCODER, TextHandle
@@ -45,7 +45,7 @@ class WorldWanderTextEncode:
 
     def encode(self, text_encoder, task, prompt, negative_prompt):
         from wan_egoexo.memory.prompt_cache import encode_prompts_cached  # noqa: PLC0415
-        from wan_egoexo.pipeline import task_prompts  # noqa: PLC0415
+        from wan_egoexo.pipeline.translation import task_prompts  # noqa: PLC0415
 
         task = get_task(task)
         custom = prompt if prompt.strip() else None
@@ -62,7 +62,7 @@ class WorldWanderTextEncode:
 def _load_with_room(path, device=None, dtype=None):
     """Load UMT5 (a prompt-cache miss) after ComfyUI frees what it must for it on ``device``."""
     from wan_egoexo.memory.footprint import text_encoder_bytes  # noqa: PLC0415
-    from wan_egoexo.text_encoder_loader import load_text_encoder  # noqa: PLC0415
+    from wan_egoexo.models.text_encoder_loader import load_text_encoder  # noqa: PLC0415
 
     host.make_room(text_encoder_bytes(dtype), device)
     return load_text_encoder(path, device=device, dtype=dtype)

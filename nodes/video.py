@@ -11,7 +11,7 @@ import secrets
 from wan_egoexo.comfy_interop import (DEFAULT_FPS, check_image_batch, latent_samples, restore_frames,
                                       video_to_image_batch, write_preview_gif)
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import MODES, FitOptions
+from wan_egoexo.video.fit import MODES, FitOptions
 
 from . import host
 from .handles import FIT, VAE
@@ -120,8 +120,8 @@ class WorldWanderLoadVideo:
         return os.path.getmtime(input_file_path(video))
 
     def load(self, video, width, height, frames, fps, frame_stride, start_frame, fit):
-        from wan_egoexo.audio import to_comfy_audio  # noqa: PLC0415
-        from wan_egoexo.clip_reader import read_fitted_clip  # noqa: PLC0415
+        from wan_egoexo.video.audio import to_comfy_audio  # noqa: PLC0415
+        from wan_egoexo.video.clip_reader import read_fitted_clip  # noqa: PLC0415
 
         options = fit_options(width, height, frames, fps, frame_stride, start_frame, fit)
         clip = read_fitted_clip(input_file_path(video), options)
@@ -153,7 +153,7 @@ class WorldWanderDecode:
         }
 
     def decode(self, vae, samples, fit=None):
-        from wan_egoexo.latents import decode_latents, normalize_latents  # noqa: PLC0415
+        from wan_egoexo.in_context.latents import decode_latents, normalize_latents  # noqa: PLC0415
 
         raw = latent_samples(samples, "samples").float()
         host.load_to_device(vae)  # ComfyUI brings it back if "Unload models" parked it
@@ -189,8 +189,8 @@ class WorldWanderSaveVideo:
         }
 
     def save(self, images, fps, filename_prefix, audio=None):
-        from wan_egoexo.audio import from_comfy_audio  # noqa: PLC0415
-        from wan_egoexo.video_io import write_video  # noqa: PLC0415
+        from wan_egoexo.video.audio import from_comfy_audio  # noqa: PLC0415
+        from wan_egoexo.video.read_write import write_video  # noqa: PLC0415
 
         check_image_batch(images, "images")
         sound = from_comfy_audio(audio, "audio")

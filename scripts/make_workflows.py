@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from workflow_graph import Graph, ModelFile  # noqa: E402
 from workflow_thumbnail import render_thumbnail  # noqa: E402
 
-from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, Wanted, lora_wanted  # noqa: E402
-from wan_egoexo.tasks import get_task  # noqa: E402
+from wan_egoexo.models.model_files import TEXT_ENCODER, TRANSFORMER, VAE, Wanted, lora_wanted  # noqa: E402
+from wan_egoexo.in_context.tasks import get_task  # noqa: E402
 
 OUT_DIR = REPO / "example_workflows"
 INPUT_VIDEO, REFERENCE_IMAGE = "worldwander_input.mp4", "worldwander_reference.png"

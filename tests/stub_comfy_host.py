@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
-from wan_egoexo.tasks import EXO2EGO
+from wan_egoexo.models.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
+from wan_egoexo.in_context.tasks import EXO2EGO
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip
 
 REPO = Path(__file__).resolve().parents[1]

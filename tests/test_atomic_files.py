@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wan_egoexo.atomic_files import atomic_path
-from wan_egoexo.video_io import write_video
+from wan_egoexo.video.read_write import write_video
 
 
 def _umask():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import wan_egoexo.cli_translate as cli_translate
+import wan_egoexo.cli.translate as cli_translate
 from media_tools import constant_times, make_clip, measure
-from wan_egoexo import cli
-from wan_egoexo.batch import is_batch_source, list_clips, output_paths
+import wan_egoexo.cli.main as cli
+from wan_egoexo.pipeline.batch import is_batch_source, list_clips, output_paths
 from wan_egoexo.errors import InputError
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from media_tools import FFMPEG, constant_times, decoded_frames, frame_index, make_clip
-from wan_egoexo.clip_reader import open_clip, read_fitted_clip
+from wan_egoexo.video.clip_reader import open_clip, read_fitted_clip
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_decode import decode_frames
-from wan_egoexo.video_fit import FitOptions, fit_video
-from wan_egoexo.video_io import read_video
+from wan_egoexo.video.decode import decode_frames
+from wan_egoexo.video.fit import FitOptions, fit_video
+from wan_egoexo.video.read_write import read_video
 
 VFR_TIMES = constant_times(24, 30.0) + [0.8 + k * 0.125 + (0.02 if k % 2 else 0.0) for k in range(25)]
 DROPPED_TIMES = [i / 30 for i in range(90) if i % 5 != 4]

@@ -15,7 +15,7 @@ from wan_egoexo.comfy_interop import (DIFFUSERS_LABEL, WAN22_LATENT_RGB_BIAS, WA
                                       image_batch_to_video, latent_preview_rgb, latent_samples, restore_frames,
                                       video_to_image_batch, write_preview_gif)
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import FitOptions, fit_video, unfit_video
+from wan_egoexo.video.fit import FitOptions, fit_video, unfit_video
 
 REPO = Path(__file__).resolve().parents[1]
 # ComfyUI's source: the host the end-to-end tests run (COMFYUI_PATH), else the project's shared copy.

@@ -9,9 +9,9 @@ import torch
 from wan_egoexo.errors import InputError, NonFiniteError
 from wan_egoexo.finite_checks import LatentWatch
 from wan_egoexo.option_ranges import check_lora_strength
-from wan_egoexo.latents import decode_latents
+from wan_egoexo.in_context.latents import decode_latents
 from wan_egoexo.lora import active_loras, apply_lora, set_lora_strength
-from wan_egoexo.sampling import SamplingSettings, sample_target
+from wan_egoexo.sampling.sampler import SamplingSettings, sample_target
 from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
 from wan_egoexo.tiny.vae import build_tiny_vae
 

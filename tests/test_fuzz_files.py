@@ -30,14 +30,14 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks import hostile_files as hostile
 from benchmarks.common import peak_memory
-from wan_egoexo.checkpoint_files import load_safetensors
+from wan_egoexo.models.checkpoint_files import load_safetensors
 from wan_egoexo.errors import WanEgoExoError
 from wan_egoexo.lora import read_lora_file
 from wan_egoexo.lora.safe_checkpoint import load_checkpoint_tensors
 from wan_egoexo.memory.prompt_cache import load_cached_embedding, save_cached_embedding
-from wan_egoexo.text_encoder_loader import check_text_encoder
-from wan_egoexo.transformer_loader import load_transformer
-from wan_egoexo.vae_loader import read_vae_file
+from wan_egoexo.models.text_encoder_loader import check_text_encoder
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.models.vae_loader import read_vae_file
 
 SEED = 11
 MEMORY_BOUND = 64 << 20  # peak RSS growth per read; every base file is under 8 MB

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from media_tools import constant_times, make_clip
-from wan_egoexo.clip_reader import read_fitted_clip
+from wan_egoexo.video.clip_reader import read_fitted_clip
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import FitOptions
+from wan_egoexo.video.fit import FitOptions
 
 SEED = int(os.environ.get("WAN_EGOEXO_FUZZ_SEED", "20251129"))
 TIME_BUDGET_S = float(os.environ.get("WAN_EGOEXO_FUZZ_SECONDS", "25"))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wan_egoexo.grid_size import TRAINED_PIXELS, automatic_size
-from wan_egoexo.video_fit import FitOptions, fit_video, plan_boxes, unfit_video
+from wan_egoexo.video.grid_size import TRAINED_PIXELS, automatic_size
+from wan_egoexo.video.fit import FitOptions, fit_video, plan_boxes, unfit_video
 
 
 def kept_fraction(source, target):

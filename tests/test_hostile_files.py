@@ -11,7 +11,7 @@ from benchmarks.common import peak_memory
 from wan_egoexo.errors import ModelFileError
 from wan_egoexo.lora import read_lora_file
 from wan_egoexo.lora.safe_checkpoint import load_checkpoint_tensors
-from wan_egoexo.transformer_loader import load_transformer
+from wan_egoexo.models.transformer_loader import load_transformer
 
 MEMORY_BOUND = 64 << 20  # peak growth allowed for reading any of these sub-MB files
 

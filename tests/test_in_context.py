@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context import predict_flow
-from wan_egoexo.in_context_layout import InContextLayout
-from wan_egoexo.positions import rotary_tables
+from wan_egoexo.in_context.predict_flow import predict_flow
+from wan_egoexo.in_context.layout import InContextLayout
+from wan_egoexo.in_context.positions import rotary_tables
 
 B, C, F, H, W, L, TEXT = 2, 48, 3, 4, 6, 7, 32
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context_layout import InContextLayout, reindex_frames, target_frames_from_mask
+from wan_egoexo.in_context.layout import InContextLayout, reindex_frames, target_frames_from_mask
 
 
 @pytest.mark.parametrize("has_reference, positions, index", [

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.latents import (decode_latents, denormalize_latents, encode_video, latent_shape, latent_stats,
+from wan_egoexo.in_context.latents import (decode_latents, denormalize_latents, encode_video, latent_shape, latent_stats,
                                 normalize_latents)
 from wan_egoexo.tiny.vae import build_tiny_vae
 

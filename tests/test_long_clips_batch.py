@@ -3,20 +3,20 @@
 import numpy as np
 import pytest
 
-import wan_egoexo.sampling as sampling
-from wan_egoexo import cli
-from wan_egoexo.batch import is_batch_source, list_clips, parse_shard
+import wan_egoexo.sampling.sampler as sampling
+import wan_egoexo.cli.main as cli
+from wan_egoexo.pipeline.batch import is_batch_source, list_clips, parse_shard
 from wan_egoexo.errors import InputError
-from wan_egoexo.pipeline import encode_task_prompts, translate_frames
-from wan_egoexo.sampling import SamplingSettings
-from wan_egoexo.tasks import EXO2EGO
-from wan_egoexo.text_encoder_loader import load_text_encoder
+from wan_egoexo.pipeline.translation import encode_task_prompts, translate_frames
+from wan_egoexo.sampling.sampler import SamplingSettings
+from wan_egoexo.in_context.tasks import EXO2EGO
+from wan_egoexo.models.text_encoder_loader import load_text_encoder
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip
-from wan_egoexo.transformer_loader import load_transformer
-from wan_egoexo.vae_loader import load_vae
-from wan_egoexo.video_fit import FitOptions
-from wan_egoexo.video_io import read_video
-from wan_egoexo.windows import WindowOptions
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.models.vae_loader import load_vae
+from wan_egoexo.video.fit import FitOptions
+from wan_egoexo.video.read_write import read_video
+from wan_egoexo.in_context.windows import WindowOptions
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_batch_refuses_bad_clips_up_front_then_resumes(models, tmp_path, capsys,
     (out / "b_exo2ego.mp4").unlink()
 
     # a clip that fails while running is recorded and the batch goes on
-    import wan_egoexo.cli_translate as cli_translate
+    import wan_egoexo.cli.translate as cli_translate
     real = cli_translate.translate_clip
 
     def failing(models, source, out_path, *args, **kwargs):

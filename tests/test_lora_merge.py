@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError, ModelFileError, NonFiniteError
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.lora import (activate_loras, apply_lora, merge_loras, merged_loras, remove_loras,
                              restore_base_weights, set_merged_loras)
 from wan_egoexo.lora.stack import adapter_name_for
 from wan_egoexo.memory.offload import disable_block_offload, enable_block_offload
 from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
 from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file
-from wan_egoexo.transformer_loader import load_transformer
+from wan_egoexo.models.transformer_loader import load_transformer
 
 from memory_helpers import memory_inputs, rel_error
 

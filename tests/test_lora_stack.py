@@ -2,7 +2,7 @@
 
 import torch
 
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.lora import activate_loras, active_loras, apply_lora
 from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
 from wan_egoexo.tiny.transformer import build_tiny_transformer

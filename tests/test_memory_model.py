@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.memory import auto, footprint
 from wan_egoexo.memory.flops import WAN22_5B_CONFIG, predict_flow_flops
 from wan_egoexo.memory.fp8_weights import enable_fp8_storage
@@ -44,7 +44,7 @@ def test_flop_count_of_the_5b_matches_the_spec():
 
 def test_weight_bytes_match_a_loaded_model(tmp_path):
     from wan_egoexo.tiny.transformer import save_transformer_single_file
-    from wan_egoexo.transformer_loader import load_transformer
+    from wan_egoexo.models.transformer_loader import load_transformer
 
     path = tmp_path / "t.safetensors"
     save_transformer_single_file(build_tiny_transformer(0), path)

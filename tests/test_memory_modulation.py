@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.memory.modulation import (HOOK_NAME, compact_modulation, compact_modulation_enabled,
                                           enable_compact_modulation, group_size, timestep_segments)
 from wan_egoexo.tiny.transformer import build_tiny_transformer

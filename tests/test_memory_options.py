@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.memory import attention_choice
 from wan_egoexo.memory.compile import blocks_compiled, compile_blocks
 from wan_egoexo.memory.fp8_weights import enable_fp8_storage, fp8_storage_enabled

@@ -15,10 +15,10 @@ from nodes.native_sampling import WorldWanderNoise, WorldWanderSigmas, _sigma_fo
 from nodes.native_video import WorldWanderRestoreClip
 from wan_egoexo.comfy_interop import restore_frames
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context_layout import InContextLayout
-from wan_egoexo.sampling import initial_noise
-from wan_egoexo.solvers import reference_sigmas
-from wan_egoexo.video_fit import FitOptions, fit_video
+from wan_egoexo.in_context.layout import InContextLayout
+from wan_egoexo.sampling.sampler import initial_noise
+from wan_egoexo.sampling.solvers import reference_sigmas
+from wan_egoexo.video.fit import FitOptions, fit_video
 
 
 def frame_numbering_rope(t, h, w, t_start=0, steps_t=None, steps_h=None, steps_w=None, device=None, dtype=None):

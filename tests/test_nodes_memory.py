@@ -87,7 +87,7 @@ def test_the_sampler_releases_the_transformer_from_comfyui_only_before_streaming
         monkeypatch.setattr(runtime, "plan_sampling", lambda *a, resident=resident, **k: dataclasses.replace(
             real(*a, **k), resident_blocks=resident))
         monkeypatch.setattr(host_module(), "ready_transformer_for_sampling", lambda *a, **k: None)
-        monkeypatch.setattr("wan_egoexo.sampling.sample_target", lambda *a, **k: context.source[:, :, :1] * 0)
+        monkeypatch.setattr("wan_egoexo.sampling.sampler.sample_target", lambda *a, **k: context.source[:, :, :1] * 0)
         run(nodes, "WorldWanderSampler", model, context, text, **sampler_args(steps=1))
     assert released == [model.transformer]  # once: for the streamed plan, before it was set up
     assert set_up == [(0, None), (1, 0)]

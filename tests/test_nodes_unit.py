@@ -12,17 +12,17 @@ import torch
 
 import wan_egoexo.lora
 from wan_egoexo.errors import InputError, ModelFileError
-from wan_egoexo.latents import denormalize_latents
-from wan_egoexo.model_files import lora_wanted
-from wan_egoexo.pipeline import encode_task_prompts, translate_frames
-from wan_egoexo.sampling import SamplingSettings, sample_target
-from wan_egoexo.tasks import EGO2EXO, EXO2EGO
-from wan_egoexo.text_encoder_loader import load_text_encoder
-from wan_egoexo.text_encoding import encode_prompts
-from wan_egoexo.transformer_loader import load_transformer
-from wan_egoexo.vae_loader import load_vae
-from wan_egoexo.video_fit import FitOptions
-from wan_egoexo.video_io import read_video
+from wan_egoexo.in_context.latents import denormalize_latents
+from wan_egoexo.models.model_files import lora_wanted
+from wan_egoexo.pipeline.translation import encode_task_prompts, translate_frames
+from wan_egoexo.sampling.sampler import SamplingSettings, sample_target
+from wan_egoexo.in_context.tasks import EGO2EXO, EXO2EGO
+from wan_egoexo.models.text_encoder_loader import load_text_encoder
+from wan_egoexo.models.text_encoding import encode_prompts
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.models.vae_loader import load_vae
+from wan_egoexo.video.fit import FitOptions
+from wan_egoexo.video.read_write import read_video
 
 from stub_comfy_host import (  # noqa: F401  (host, lora_calls, models_dir, nodes: fixtures)
     CLIP,
@@ -306,7 +306,7 @@ def test_save_video_writes_an_h264_mp4_and_a_preview_both_frontends_show(host, n
 
 
 def test_text_encoder_loads_only_on_a_prompt_cache_miss(host, nodes, monkeypatch, tmp_path):
-    import wan_egoexo.text_encoder_loader as te_loader
+    import wan_egoexo.models.text_encoder_loader as te_loader
 
     monkeypatch.setenv("WAN_EGOEXO_CACHE", str(tmp_path / "cache"))
     loads = []

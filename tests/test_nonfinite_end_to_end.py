@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wan_egoexo import cli
+import wan_egoexo.cli.main as cli
 from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip
 from wan_egoexo.tiny.transformer import build_tiny_transformer
-from wan_egoexo.video_io import read_video
+from wan_egoexo.video.read_write import read_video
 
 SMALL = ["--width", "64", "--height", "64", "--frames", "5", "--steps", "2", "--task", "exo2ego"]
 

@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from wan_egoexo import cli
+import wan_egoexo.cli.main as cli
 from wan_egoexo.lora import active_loras, apply_lora
-from wan_egoexo.model_files import find_model_files
-from wan_egoexo.pipeline import encode_task_prompts, translate_frames
-from wan_egoexo.sampling import SamplingSettings
-from wan_egoexo.tasks import get_task
-from wan_egoexo.text_encoder_loader import load_text_encoder
+from wan_egoexo.models.model_files import find_model_files
+from wan_egoexo.pipeline.translation import encode_task_prompts, translate_frames
+from wan_egoexo.sampling.sampler import SamplingSettings
+from wan_egoexo.in_context.tasks import get_task
+from wan_egoexo.models.text_encoder_loader import load_text_encoder
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder, make_demo_clip, make_demo_image
-from wan_egoexo.transformer_loader import load_transformer
-from wan_egoexo.vae_loader import load_vae
-from wan_egoexo.video_fit import FitOptions
-from wan_egoexo.video_io import read_video
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.models.vae_loader import load_vae
+from wan_egoexo.video.fit import FitOptions
+from wan_egoexo.video.read_write import read_video
 
 SMALL = ["--width", "64", "--height", "64", "--frames", "9", "--steps", "2"]
 
@@ -117,8 +117,8 @@ def test_demo_runs(tmp_path, capsys):
 def test_memory_flags_and_prompt_cache(models, clip, tmp_path, monkeypatch, capsys):
     """A repeat run with the prompt cache never loads UMT5; --memory none gives the same video as auto
     (compact modulation is exact up to float rounding)."""
-    import wan_egoexo.pipeline as pipeline
-    import wan_egoexo.text_encoder_loader as te_loader
+    import wan_egoexo.pipeline.translation as pipeline
+    import wan_egoexo.models.text_encoder_loader as te_loader
 
     loads = []
     real = te_loader.load_text_encoder

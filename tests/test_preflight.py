@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import wan_egoexo.clip_reader as clip_reader
-import wan_egoexo.pipeline as pipeline
+import wan_egoexo.video.clip_reader as clip_reader
+import wan_egoexo.pipeline.translation as pipeline
 from media_tools import FFMPEG, constant_times, make_clip
-from wan_egoexo import cli
+import wan_egoexo.cli.main as cli
 from wan_egoexo.errors import InputError
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 
@@ -114,8 +114,8 @@ def test_a_reference_folder_without_a_clips_image_names_that_clip_only(models, t
 
 
 def test_a_reference_over_the_side_limit_is_averaged_down_to_it(tmp_path):
-    from wan_egoexo.preflight import REFERENCE_MAX_SIDE, load_reference
-    from wan_egoexo.tasks import get_task
+    from wan_egoexo.pipeline.preflight import REFERENCE_MAX_SIDE, load_reference
+    from wan_egoexo.in_context.tasks import get_task
 
     pixels = np.random.default_rng(0).integers(0, 256, (6, REFERENCE_MAX_SIDE + 4, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "wide.png")
@@ -189,10 +189,10 @@ def test_help_shows_each_default_once(capsys):
 
 
 def test_the_python_api_checks_before_loading_too(models, clip, tmp_path, no_model_may_load):
-    from wan_egoexo.model_files import find_model_files
-    from wan_egoexo.pipeline import translate_file
-    from wan_egoexo.tasks import EXO2EGO
-    from wan_egoexo.video_fit import FitOptions
+    from wan_egoexo.models.model_files import find_model_files
+    from wan_egoexo.pipeline.translation import translate_file
+    from wan_egoexo.in_context.tasks import EXO2EGO
+    from wan_egoexo.video.fit import FitOptions
 
     files = find_model_files(EXO2EGO, models)
     with pytest.raises(InputError, match=r"out: \S+clip\.avi cannot hold H\.264"):

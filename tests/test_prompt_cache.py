@@ -25,7 +25,7 @@ def tiny_text_encoder_files(tmp_path_factory):
 
 
 def _counting_loader(calls):
-    from wan_egoexo.text_encoder_loader import load_text_encoder
+    from wan_egoexo.models.text_encoder_loader import load_text_encoder
 
     def load(path, **kwargs):
         calls.append(path)
@@ -34,8 +34,8 @@ def _counting_loader(calls):
 
 
 def test_prompt_cache_hits_without_loading_the_encoder(tiny_text_encoder_files, tmp_path):
-    from wan_egoexo.text_encoder_loader import load_text_encoder
-    from wan_egoexo.text_encoding import encode_prompts
+    from wan_egoexo.models.text_encoder_loader import load_text_encoder
+    from wan_egoexo.models.text_encoding import encode_prompts
 
     encoder_file, other_file = tiny_text_encoder_files
     prompts = ["Transform it into the first-person perspective.", ""]

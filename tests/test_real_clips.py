@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from media_tools import FFMPEG, constant_times, measure, make_clip
-from wan_egoexo import cli
+import wan_egoexo.cli.main as cli
 from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 
 TINY = ["--width", "32", "--height", "32", "--steps", "1", "--fit", "pad"]
@@ -111,11 +111,11 @@ def test_broken_frame_rate_is_one_frame_not_thousands(models, tmp_path, capsys):
 
 
 def test_python_api_translate_file(models, tmp_path):
-    from wan_egoexo.model_files import find_model_files
-    from wan_egoexo.pipeline import translate_file
-    from wan_egoexo.sampling import SamplingSettings
-    from wan_egoexo.tasks import EXO2EGO
-    from wan_egoexo.video_fit import FitOptions
+    from wan_egoexo.models.model_files import find_model_files
+    from wan_egoexo.pipeline.translation import translate_file
+    from wan_egoexo.sampling.sampler import SamplingSettings
+    from wan_egoexo.in_context.tasks import EXO2EGO
+    from wan_egoexo.video.fit import FitOptions
 
     clip = make_clip(tmp_path / "in.mp4", VFR_TIMES, audio="aac")
     result = translate_file(find_model_files(EXO2EGO, models), "exo2ego", clip, tmp_path / "out.mp4",

@@ -98,3 +98,18 @@ def test_the_icon_is_what_its_script_draws():
         assert shipped.size == (256, 256)
         off = np.abs(np.asarray(script.draw_icon(), dtype=np.float32) - np.asarray(shipped.convert("RGBA"), dtype=np.float32))
     assert (off.max(axis=-1) > 64).mean() < 2e-4, "docs/icon.png is stale: run python scripts/make_icon.py"
+
+
+def test_every_package_folder_is_installed(pyproject):
+    """The wheel lists its packages by hand (the trainer installs under another name than its folder):
+    every folder with an __init__.py must be among them, under its installed name."""
+    setuptools = pyproject["tool"]["setuptools"]
+    renamed = {folder: name for name, folder in setuptools["package-dir"].items()}
+    found = set()
+    for top in ("wan_egoexo", "training"):
+        for init in (REPO / top).rglob("__init__.py"):
+            parts = list(init.parent.relative_to(REPO).parts)
+            parts[0] = renamed.get(parts[0], parts[0])
+            found.add(".".join(parts))
+    assert found == set(setuptools["packages"])
+    assert renamed == {"training": "wan_egoexo_training"}

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context import predict_flow
-from wan_egoexo.sampling import SamplingSettings, initial_noise, make_scheduler, sample_target
+from wan_egoexo.in_context.predict_flow import predict_flow
+from wan_egoexo.sampling.sampler import SamplingSettings, initial_noise, make_scheduler, sample_target
 
 SHAPE = (1, 48, 2, 4, 4)
 
@@ -53,7 +53,7 @@ def test_batched_cfg_equals_sequential_passes(tiny_transformer, solver, referenc
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @torch.no_grad()
 def test_sequential_cfg_equals_batched_within_rounding(tiny_transformer, monkeypatch, dtype):
-    import wan_egoexo.sampling as sampling
+    import wan_egoexo.sampling.sampler as sampling
     batches = []
     real = sampling.predict_flow
     monkeypatch.setattr(sampling, "predict_flow", lambda m, x, *a: batches.append(x.shape[0]) or real(m, x, *a))
@@ -73,7 +73,7 @@ def test_sequential_cfg_equals_batched_within_rounding(tiny_transformer, monkeyp
 
 @torch.no_grad()
 def test_cfg_one_runs_conditional_only(tiny_transformer, monkeypatch):
-    import wan_egoexo.sampling as sampling
+    import wan_egoexo.sampling.sampler as sampling
     batches = []
     real = sampling.predict_flow
     monkeypatch.setattr(sampling, "predict_flow", lambda m, x, *a: batches.append(x.shape[0]) or real(m, x, *a))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.sampling import SamplingSettings, guided_flow, initial_noise, make_scheduler, sample_target
-from wan_egoexo.solvers import FlowSolver, reference_sigmas, solve
+from wan_egoexo.sampling.sampler import SamplingSettings, guided_flow, initial_noise, make_scheduler, sample_target
+from wan_egoexo.sampling.solvers import FlowSolver, reference_sigmas, solve
 
 SHAPE = (1, 48, 2, 4, 4)
 

@@ -33,7 +33,7 @@ def test_translate_imports_option_modules_only_when_used(tmp_path):
         assert option not in modules, option
     # a demo run (tiny models, merged LoRA, no fp8 / compile / tiling) never imports those modules
     code = ("import sys, runpy; sys.argv = ['wan_egoexo', 'translate', '--demo', '--out', sys.argv[1]]; "
-            "import wan_egoexo.cli as c; rc = c.main(sys.argv[1:]); "
+            "import wan_egoexo.cli.main as c; rc = c.main(sys.argv[1:]); "
             "print([m for m in ('wan_egoexo.lora.adapters', 'wan_egoexo.memory.fp8_weights', "
             "'wan_egoexo.memory.compile', 'wan_egoexo.memory.vae_chunking') if m in sys.modules], rc)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "demo.mp4")], capture_output=True, text=True,

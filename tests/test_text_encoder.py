@@ -8,14 +8,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
-import wan_egoexo.text_encoder_loader as loader_module
+import wan_egoexo.models.text_encoder_loader as loader_module
 from wan_egoexo.errors import InputError, ModelFileError
-from wan_egoexo.checkpoint_files import TensorInfo
-from wan_egoexo.text_encoder_loader import infer_umt5_config, load_text_encoder, reject_non_umt5
-from wan_egoexo.text_encoding import encode_prompts
+from wan_egoexo.models.checkpoint_files import TensorInfo
+from wan_egoexo.models.text_encoder_loader import infer_umt5_config, load_text_encoder, reject_non_umt5
+from wan_egoexo.models.text_encoding import encode_prompts
 from wan_egoexo.tiny.text_encoder import (TINY_UMT5_CONFIG, WORLDWANDER_PROMPTS, build_tiny_umt5,
                                           save_umt5_fp8_scaled, save_umt5_plain, train_tiny_spiece)
-from wan_egoexo.umt5_tokenizer import tokenizer_from_model_proto
+from wan_egoexo.models.umt5_tokenizer import tokenizer_from_model_proto
 
 PROMPTS = [WORLDWANDER_PROMPTS[0], "", "a person   walks in the kitchen &amp; picks up a cup of coffee"]
 LINEAR_SUFFIXES = ("SelfAttention.q.weight", "SelfAttention.k.weight", "SelfAttention.v.weight",

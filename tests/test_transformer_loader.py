@@ -7,9 +7,9 @@ from diffusers import WanTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 from safetensors.torch import save_file
 
-import wan_egoexo.transformer_loader as loader
+import wan_egoexo.models.transformer_loader as loader
 from wan_egoexo.errors import ModelFileError
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.tiny.transformer import TINY_TRANSFORMER_CONFIG, original_key, save_transformer_single_file
 
 REAL_5B = dict(patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48,

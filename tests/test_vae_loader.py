@@ -10,11 +10,11 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import load_file, save_file
 
-import wan_egoexo.vae_loader as vae_loader
+import wan_egoexo.models.vae_loader as vae_loader
 from wan_egoexo.errors import ModelFileError
 from wan_egoexo.tiny.vae import build_tiny_vae, save_vae_single_file, tiny_vae_config
-from wan_egoexo.vae_keys import diffusers_to_original, original_to_diffusers
-from wan_egoexo.vae_loader import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, load_vae, read_vae_file
+from wan_egoexo.models.vae_keys import diffusers_to_original, original_to_diffusers
+from wan_egoexo.models.vae_loader import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD, load_vae, read_vae_file
 
 REAL_WAN22_VAE_CONFIG = dict(
     base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import (FitInfo, FitOptions, choose_target_size, fit_video, letterbox_image,
+from wan_egoexo.video.fit import (FitInfo, FitOptions, choose_target_size, fit_video, letterbox_image,
                                   resize_image, select_frame_indices, summarize, unfit_video)
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wan_egoexo import video_io
+from wan_egoexo.video import read_write as video_io
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_io import count_frames, probe_video, read_image, read_video, write_video
+from wan_egoexo.video.read_write import count_frames, probe_video, read_image, read_video, write_video
 
 
 def moving_square_clip(frames=12, height=48, width=64):

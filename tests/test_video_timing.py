@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_fit import FitOptions
-from wan_egoexo.video_probe import VideoProbe
-from wan_egoexo.video_timing import MAX_PLANNED_FRAMES, Timeline, constant_rate, plan_frames, timeline_from_probe
+from wan_egoexo.video.fit import FitOptions
+from wan_egoexo.video.probe import VideoProbe
+from wan_egoexo.video.timing import MAX_PLANNED_FRAMES, Timeline, constant_rate, plan_frames, timeline_from_probe
 
 
 def brute_force(times, end, fps, start=0, limit=49):

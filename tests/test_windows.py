@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.sampling import SamplingSettings, sample_target
-from wan_egoexo.windows import WindowOptions, blend_weights, window_starts, windowed_flow
+from wan_egoexo.sampling.sampler import SamplingSettings, sample_target
+from wan_egoexo.in_context.windows import WindowOptions, blend_weights, window_starts, windowed_flow
 
 
 @pytest.mark.parametrize("frames", [1, 2, 13, 14, 25, 50, 51])

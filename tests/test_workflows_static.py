@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wan_egoexo.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
-from wan_egoexo.tasks import get_task
+from wan_egoexo.models.model_files import TEXT_ENCODER, TRANSFORMER, VAE, lora_wanted
+from wan_egoexo.in_context.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))

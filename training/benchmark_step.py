@@ -1,4 +1,4 @@
-"""``python -m training.benchmark_step --config CFG [--steps 10] [--warmup 2] [--section.option VALUE ...]``
+"""``python -m wan_egoexo_training.benchmark_step --config CFG [--steps 10] [--warmup 2] [--section.option VALUE ...]``
 
 Builds the run exactly as training does (nothing is written to output_dir), runs warm-up steps, then
 times ``--steps`` optimizer steps and prints one JSON object: median / mean step time, samples per
@@ -43,7 +43,7 @@ def _tiny_setup(config: TrainingConfig, folder: Path, source: str) -> None:
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder  # noqa: PLC0415
 
     from .prepare import prepare_cache  # noqa: PLC0415
-    from .synthetic import write_synthetic_dataset  # noqa: PLC0415
+    from .data.synthetic import write_synthetic_dataset  # noqa: PLC0415
 
     apply_values(config, TINY, "--tiny")
     build_tiny_models_folder(folder / "models", tasks=(config.task,))
@@ -62,8 +62,8 @@ def _sync(device: torch.device) -> None:
 
 
 def benchmark(config: TrainingConfig, steps: int, warmup: int) -> dict:
-    from .loop import make_loader, training_step  # noqa: PLC0415
-    from .session import build_session  # noqa: PLC0415
+    from .run.loop import make_loader, training_step  # noqa: PLC0415
+    from .run.session import build_session  # noqa: PLC0415
 
     session = build_session(config)
     device = session.context.device
@@ -104,7 +104,7 @@ def benchmark(config: TrainingConfig, steps: int, warmup: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = build_parser("python -m training.benchmark_step", "Time training steps and report peak memory.")
+    parser = build_parser("python -m wan_egoexo_training.benchmark_step", "Time training steps and report peak memory.")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--tiny", action="store_true", help="tiny random models and a generated dataset (CPU)")

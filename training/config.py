@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.tasks import get_task
+from wan_egoexo.in_context.tasks import get_task
 
 from .config_files import bundled_configs, read_config_file
 

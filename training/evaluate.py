@@ -1,4 +1,4 @@
-"""``python -m training.evaluate OUTPUTS GROUND_TRUTH [--json FILE] [--lpips auto|on|off] [--device cpu]``
+"""``python -m wan_egoexo_training.evaluate OUTPUTS GROUND_TRUTH [--json FILE] [--lpips auto|on|off] [--device cpu]``
 
 Scores a folder of generated videos against a folder of ground-truth videos with the metrics the
 trainer's validation logs (PSNR, SSIM, and LPIPS when its weights are on this machine; see
@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from wan_egoexo.errors import InputError, WanEgoExoError
-from wan_egoexo.tasks import TASKS
-from wan_egoexo.video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_video
+from wan_egoexo.in_context.tasks import TASKS
+from wan_egoexo.video.read_write import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_video
 
-from .metrics_log import json_safe
-from .video_metrics import LPIPS_MODES, VideoMetrics, mean_metrics
+from .run.metrics_log import json_safe
+from .run.video_metrics import LPIPS_MODES, VideoMetrics, mean_metrics
 
 
 def _clips(folder: Path) -> dict[str, Path]:
@@ -92,7 +92,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[1],
+    parser = argparse.ArgumentParser(prog="python -m wan_egoexo_training.evaluate", description=__doc__.split("\n\n")[1],
                                      allow_abbrev=False)
     parser.add_argument("outputs", help="folder of generated videos (or frame folders)")
     parser.add_argument("ground_truth", help="folder of ground-truth videos with the same names")

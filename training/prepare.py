@@ -1,7 +1,7 @@
-"""``python -m training.prepare --config exo2ego --data.root DATA --data.cache DIR``
+"""``python -m wan_egoexo_training.prepare --config exo2ego --data.root DATA --data.cache DIR``
 
 Encodes every training clip once with the VAE and every prompt once with UMT5, and stores them as
-safetensors shards with an index (see cache.py). Per clip the cache keeps the posterior mean and std
+safetensors shards with an index (see data/cache.py). Per clip the cache keeps the posterior mean and std
 of up to ``prepare.windows`` windows spread over the clip (every window when the clip has no more),
 both orientations when ``data.hflip`` > 0, and of the reference image; training then draws a window
 and a fresh posterior sample at every visit. Training with ``--data.cache DIR`` loads only the
@@ -26,16 +26,16 @@ from tqdm import tqdm
 
 from wan_egoexo.atomic_files import atomic_folder
 from wan_egoexo.errors import InputError, WanEgoExoError
-from wan_egoexo.tasks import EGO2EXO, EXO2EGO, get_task
+from wan_egoexo.in_context.tasks import EGO2EXO, EXO2EGO, get_task
 
-from .batches import encode_posteriors
-from .cache import INDEX_NAME, PARTS, ShardWriter, posterior_name, prompt_name, write_index
-from .clips import spread_starts
+from .step.batches import encode_posteriors
+from .data.cache import INDEX_NAME, PARTS, ShardWriter, posterior_name, prompt_name, write_index
+from .data.clips import spread_starts
 from .config import TrainingConfig, build_parser, config_from_args, dump_config
-from .dataset import VideoTripletDataset, keep_as_list
-from .distributed import DistributedContext, init_distributed, shutdown
-from .output_lock import lock_on_main
-from .session import checked_discovery, free_memory, model_paths, prompt_table_from_text_encoder, window_settings
+from .data.dataset import VideoTripletDataset, keep_as_list
+from .run.distributed import DistributedContext, init_distributed, shutdown
+from .run.output_lock import lock_on_main
+from .run.session import checked_discovery, free_memory, model_paths, prompt_table_from_text_encoder, window_settings
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -95,7 +95,7 @@ def _encode(config: TrainingConfig, context: DistributedContext, folder: Path, v
             items: list, files: dict, texts: list[str]) -> tuple[dict, dict, list[str]]:
     """Encode this rank's share into shards under ``folder``; returns (tensor locations, bytes per stem,
     prompt texts) gathered from every rank."""
-    from wan_egoexo.vae_loader import load_vae  # noqa: PLC0415
+    from wan_egoexo.models.vae_loader import load_vae  # noqa: PLC0415
 
     writer = ShardWriter(folder, prefix=f"shard-r{context.rank:03d}" if context.distributed else "shard",
                          max_bytes=config.prepare.shard_size_mb << 20)
@@ -195,7 +195,7 @@ def prepare_cache(config: TrainingConfig, context: DistributedContext | None = N
 
 
 def main(argv=None) -> int:
-    parser = build_parser("python -m training.prepare",
+    parser = build_parser("python -m wan_egoexo_training.prepare",
                           "Encode a triplet dataset once (VAE posteriors + UMT5 prompts) into a latent cache.")
     args = parser.parse_args(argv)
     context = None

@@ -1,4 +1,4 @@
-"""``python -m training.train --config exo2ego [--section.option VALUE ...]`` (or ``wan-egoexo-train``)
+"""``python -m wan_egoexo_training.train --config exo2ego [--section.option VALUE ...]`` (or ``wan-egoexo-train``)
 
 Trains a WorldWander LoRA from one config file. The same command runs on one GPU, under
 ``torchrun --nproc_per_node N`` or ``accelerate launch`` (data parallel; ``--distributed.strategy fsdp``
@@ -16,14 +16,14 @@ from .config import build_parser, config_from_args, dump_config
 
 
 def main(argv=None) -> int:
-    parser = build_parser("python -m training.train", "Train a WorldWander LoRA (ego <-> exo) on Wan2.2-TI2V-5B.")
+    parser = build_parser("python -m wan_egoexo_training.train", "Train a WorldWander LoRA (ego <-> exo) on Wan2.2-TI2V-5B.")
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
         if args.print_config:
             print(dump_config(config), end="")
             return 0
-        from .loop import train  # noqa: PLC0415  (torch / diffusers load only when training)
+        from .run.loop import train  # noqa: PLC0415  (torch / diffusers load only when training)
 
         result = train(config)
     except WanEgoExoError as exc:

@@ -1,7 +1,7 @@
-"""``python -m wan_egoexo``: see cli.py."""
+"""``python -m wan_egoexo``: see cli/main.py."""
 
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .latents import latent_shape
-from .video_fit import FitInfo, unfit_video
+from .in_context.latents import latent_shape
+from .video.fit import FitInfo, unfit_video
 
 # The first element of a ComfyUI label that stands for a Diffusers pipeline folder, not a file.
 DIFFUSERS_LABEL = "[diffusers] "

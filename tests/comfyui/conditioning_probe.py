@@ -38,8 +38,8 @@ def main(comfy_dir, models_dir, pack_dir, cache_dir, file_name) -> None:
     pack = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = pack
     spec.loader.exec_module(pack)
-    import wan_egoexo.text_encoder_loader as loader_module  # noqa: PLC0415
-    from wan_egoexo.tasks import TASKS  # noqa: PLC0415
+    import wan_egoexo.models.text_encoder_loader as loader_module  # noqa: PLC0415
+    from wan_egoexo.in_context.tasks import TASKS  # noqa: PLC0415
 
     loads = []
     real_load = loader_module.load_text_encoder

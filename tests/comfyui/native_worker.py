@@ -29,9 +29,9 @@ from native_host import REPO_ROOT, run_node, start_host
 sys.path += [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
 from lora_files import write_kohya, write_original, write_peft  # noqa: E402
-from wan_egoexo.in_context import predict_flow  # noqa: E402
+from wan_egoexo.in_context.predict_flow import predict_flow  # noqa: E402
 from wan_egoexo.lora import apply_lora  # noqa: E402
-from wan_egoexo.sampling import SamplingSettings, sample_target  # noqa: E402
+from wan_egoexo.sampling.sampler import SamplingSettings, sample_target  # noqa: E402
 from wan_egoexo.tiny.lora import WORLDWANDER_TARGETS, random_lora_state_dict, save_worldwander_ckpt  # noqa: E402
 from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file  # noqa: E402
 from wan_egoexo.tiny.vae import build_tiny_vae, save_vae_single_file, tiny_vae_config  # noqa: E402

@@ -97,10 +97,10 @@ def prepared_workflow(name: str, object_info: dict, steps: int = TEST_STEPS, see
 
 
 def expected_output(workflow: dict, prompt: dict, clip_path, object_info: dict):
-    """(frames, height, width, fps) the saved video should have, planned by wan_egoexo.video_fit from
+    """(frames, height, width, fps) the saved video should have, planned by wan_egoexo.video.fit from
     the workflow's loader settings; restored to the kept source region when Decode gets the fit."""
-    from wan_egoexo.video_fit import FitOptions, fit_video  # noqa: PLC0415
-    from wan_egoexo.video_io import read_video  # noqa: PLC0415
+    from wan_egoexo.video.fit import FitOptions, fit_video  # noqa: PLC0415
+    from wan_egoexo.video.read_write import read_video  # noqa: PLC0415
 
     loader = widget_values(only_node(workflow, "WorldWanderLoadVideo"), object_info)
     options = FitOptions(width=loader["width"] or None, height=loader["height"] or None,
@@ -203,7 +203,7 @@ def test_builtin_workflow_runs(comfy_server, object_info):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_workflow_writes_video(name, comfy_server, object_info, input_files):
-    from wan_egoexo.video_io import read_video  # noqa: PLC0415
+    from wan_egoexo.video.read_write import read_video  # noqa: PLC0415
 
     workflow = prepared_workflow(name, object_info)
     prompt = workflow_to_prompt(workflow, object_info)

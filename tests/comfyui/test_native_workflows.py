@@ -14,7 +14,7 @@ from .workflow_api import set_widget, workflow_to_prompt
 @pytest.mark.parametrize("name", ["exo2ego_native.json", "ego2exo_native.json"])
 def test_native_workflow_gives_back_the_whole_clip_at_its_own_size_and_rate(name, comfy_server, object_info,
                                                                             input_files):  # noqa: F811
-    from wan_egoexo.video_io import read_video  # noqa: PLC0415
+    from wan_egoexo.video.read_write import read_video  # noqa: PLC0415
 
     workflow = prepared_workflow(name, object_info)
     loader = only_node(workflow, "WorldWanderLoadVideo")

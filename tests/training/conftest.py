@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config
-from training.synthetic import write_synthetic_dataset
+from wan_egoexo_training.config import load_config
+from wan_egoexo_training.data.synthetic import write_synthetic_dataset
 
 
 def tiny_overrides(root: Path, output: Path, **sections) -> dict:
@@ -45,7 +45,7 @@ def tiny_root(tmp_path_factory) -> Path:
     of each clip)."""
     from wan_egoexo.tiny.models_folder import build_tiny_models_folder
 
-    from training.prepare import prepare_cache
+    from wan_egoexo_training.prepare import prepare_cache
 
     root = tmp_path_factory.mktemp("training")
     build_tiny_models_folder(root / "models", tasks=("exo2ego",))

@@ -11,17 +11,17 @@ import shutil
 import pytest
 import torch
 
-from training.batches import encode_posteriors
-from training.cache import LatentCache
-from training.clips import spread_starts
-from training.dataset import CachedLatentDataset, VideoTripletDataset
-from training.loop import train
-from training.prepare import prepare_cache
-from training.session import build_session, checked_discovery, window_settings
-from training.distributed import DistributedContext
+from wan_egoexo_training.step.batches import encode_posteriors
+from wan_egoexo_training.data.cache import LatentCache
+from wan_egoexo_training.data.clips import spread_starts
+from wan_egoexo_training.data.dataset import CachedLatentDataset, VideoTripletDataset
+from wan_egoexo_training.run.loop import train
+from wan_egoexo_training.prepare import prepare_cache
+from wan_egoexo_training.run.session import build_session, checked_discovery, window_settings
+from wan_egoexo_training.run.distributed import DistributedContext
 from wan_egoexo.errors import InputError, ModelFileError
-from wan_egoexo.tasks import EGO2EXO, EXO2EGO
-from wan_egoexo.vae_loader import load_vae
+from wan_egoexo.in_context.tasks import EGO2EXO, EXO2EGO
+from wan_egoexo.models.vae_loader import load_vae
 
 LATENT = (48, 3, 4, 4)  # 9 frames of 64x64
 
@@ -97,7 +97,7 @@ def test_training_from_cache_equals_training_from_videos(make_config, tiny_root,
 def two_pairs(tmp_path_factory, config_for):
     """A second, smaller dataset for the prepare tests (2 pairs of 18 frames) and a cache of it with
     mirrored windows (one window per clip, bf16); returns (data, cache, what prepare printed)."""
-    from training.synthetic import write_synthetic_dataset
+    from wan_egoexo_training.data.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("two")
     data = write_synthetic_dataset(root / "data", pairs=2, frames=18, size=64, seed=3)
@@ -130,7 +130,7 @@ def test_mirrored_windows_are_cached_when_hflip_is_on(two_pairs):
 
 
 def test_failed_prepare_leaves_nothing_and_keeps_the_old_cache(make_config, two_pairs, tmp_path, monkeypatch):
-    import training.prepare as prepare_module
+    import wan_egoexo_training.prepare as prepare_module
 
     data, prepared, _ = two_pairs
     calls = []

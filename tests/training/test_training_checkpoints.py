@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training import checkpoints
-from training.checkpoints import (clean_interrupted_saves, latest_checkpoint, list_checkpoints, read_checkpoint_state,
+from wan_egoexo_training.run import checkpoints
+from wan_egoexo_training.run.checkpoints import (clean_interrupted_saves, latest_checkpoint, list_checkpoints, read_checkpoint_state,
                                   resolve_resume, save_checkpoint)
 from wan_egoexo.errors import InputError
 from wan_egoexo.lora import apply_lora
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CRASHING_SAVE = """
 import os, sys, torch
-from training import checkpoints
+from wan_egoexo_training.run import checkpoints
 from wan_egoexo.tiny.lora import random_lora_state_dict
 from wan_egoexo.tiny.transformer import build_tiny_transformer
 out = sys.argv[1]

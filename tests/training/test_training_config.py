@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import build_parser, config_from_args, load_config
-from training.optim import effective_lr, warmup_factor
+from wan_egoexo_training.config import build_parser, config_from_args, load_config
+from wan_egoexo_training.step.optim import effective_lr, warmup_factor
 from wan_egoexo.errors import InputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.clips import fit_frames, frames_needed, window_indices, window_starts
-from training.dataset_checks import DatasetError, WindowSettings, check_dataset
-from training.pairing import find_triplets
-from training.sample_draws import draw_window
-from training.synthetic import write_synthetic_dataset
+from wan_egoexo_training.data.clips import fit_frames, frames_needed, window_indices, window_starts
+from wan_egoexo_training.data.dataset_checks import DatasetError, WindowSettings, check_dataset
+from wan_egoexo_training.data.pairing import find_triplets
+from wan_egoexo_training.data.sample_draws import draw_window
+from wan_egoexo_training.data.synthetic import write_synthetic_dataset
 from wan_egoexo.errors import InputError
 
 SETTINGS = WindowSettings(num_frames=9, frame_stride=2, height=64, width=64, resize_long=64)

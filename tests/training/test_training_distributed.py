@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoints import latest_checkpoint, read_checkpoint_state
+from wan_egoexo_training.run.checkpoints import latest_checkpoint, read_checkpoint_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 def torchrun_train(tiny_root: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "training.train",
+               "--master_port", str(_free_port()), "-m", "wan_egoexo_training.train",
                "--config", str(REPO / "training" / "configs" / "exo2ego.yaml"),
                "--device", "cpu", "--output_dir", str(output), "--model.models_dir", str(tiny_root / "models"),
                "--data.cache", str(tiny_root / "cache"), "--data.num_frames", "9", "--data.height", "64",
@@ -66,7 +66,7 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_root, tmp_path):
 
 def test_each_process_takes_the_gpu_of_its_local_rank(monkeypatch):
     """"cuda" (or auto) without an index means the GPU of this process's LOCAL_RANK; an index is kept."""
-    from training.distributed import init_distributed
+    from wan_egoexo_training.run.distributed import init_distributed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)

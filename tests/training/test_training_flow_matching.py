@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.flow_matching import build_table
+from wan_egoexo_training.step.flow_matching import build_table
 
 
 def test_table_matches_the_spec_formulas():

@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.checkpoints import list_checkpoints
-from training.config import load_config
-from training.expected_warnings import training_warnings
-from training.loop import FINAL_LORA, LOCK_FILE, train
-from training.metrics_log import MetricsLog, read_metrics
-from training.numeric_guard import NonFiniteTrainingError
-from training.output_lock import FolderInUseError, FolderLock, _alive_here
+from wan_egoexo_training.run.checkpoints import list_checkpoints
+from wan_egoexo_training.config import load_config
+from wan_egoexo_training.run.expected_warnings import training_warnings
+from wan_egoexo_training.run.loop import FINAL_LORA, LOCK_FILE, train
+from wan_egoexo_training.run.metrics_log import MetricsLog, read_metrics
+from wan_egoexo_training.step.numeric_guard import NonFiniteTrainingError
+from wan_egoexo_training.run.output_lock import FolderInUseError, FolderLock, _alive_here
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_metrics_files_are_strict_json(tmp_path):
 
 def _hold_lock(lock_file: Path) -> subprocess.Popen:
     """Another process holding the lock until killed."""
-    code = ("import sys; from training.output_lock import FolderLock; "
+    code = ("import sys; from wan_egoexo_training.run.output_lock import FolderLock; "
             f"FolderLock({str(lock_file)!r}, 'test').acquire(); print('ready', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
@@ -120,8 +120,8 @@ def test_outputs_default_outside_the_checkout(monkeypatch, tmp_path):
 
 
 def test_a_run_that_fails_early_leaves_no_output_folder(make_config, tmp_path):
-    from training.dataset_checks import DatasetError
-    from training.synthetic import write_synthetic_dataset
+    from wan_egoexo_training.data.dataset_checks import DatasetError
+    from wan_egoexo_training.data.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "data", pairs=1, frames=12, size=64)
     with pytest.raises(DatasetError):

@@ -6,18 +6,18 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from training.batches import task_batch
-from training.checkpoints import list_checkpoints
-from training.dataset_checks import DatasetError
-from training.distributed import load_trainable_state
-from training.loop import train
-from training.metrics_log import read_metrics
-from training.objective import flow_matching_loss
-from training.session import build_session
-from wan_egoexo.in_context import predict_flow
+from wan_egoexo_training.step.batches import task_batch
+from wan_egoexo_training.run.checkpoints import list_checkpoints
+from wan_egoexo_training.data.dataset_checks import DatasetError
+from wan_egoexo_training.run.distributed import load_trainable_state
+from wan_egoexo_training.run.loop import train
+from wan_egoexo_training.run.metrics_log import read_metrics
+from wan_egoexo_training.step.objective import flow_matching_loss
+from wan_egoexo_training.run.session import build_session
+from wan_egoexo.in_context.predict_flow import predict_flow
 from wan_egoexo.lora import apply_lora
-from wan_egoexo.transformer_loader import load_transformer
-from wan_egoexo.video_io import read_video
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.video.read_write import read_video
 
 
 def fixed_draw_loss(session) -> float:
@@ -120,7 +120,7 @@ def test_validation_renders_and_scores_a_held_out_pair(make_config, tmp_path):
 
 
 def test_faulty_dataset_stops_before_loading_models(make_config, tmp_path):
-    from training.synthetic import write_synthetic_dataset
+    from wan_egoexo_training.data.synthetic import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "data", pairs=2, frames=12, size=64, frame_folders=True)
     config = make_config(tmp_path / "bad", data={"root": str(root)}, model={"models_dir": str(tmp_path / "none")})

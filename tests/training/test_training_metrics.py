@@ -1,7 +1,7 @@
 """Validation metrics (torchmetrics) against independent computations on known inputs: PSNR from its
 formula in numpy, SSIM by a hand-checked case and a numpy implementation of Wang et al.'s Gaussian SSIM,
 LPIPS (only with weights on this machine: here a stand-in AlexNet in a temporary torch home) by the
-paper's definition; and `python -m training.evaluate` on folders paired by name. (The trainer's
+paper's definition; and `python -m wan_egoexo_training.evaluate` on folders paired by name. (The trainer's
 validation logging them is tested with the loop.)"""
 
 import json
@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from training.evaluate import main as evaluate_main
-from training.video_metrics import VideoMetrics, alexnet_weights_file
+from wan_egoexo_training.evaluate import main as evaluate_main
+from wan_egoexo_training.run.video_metrics import VideoMetrics, alexnet_weights_file
 from wan_egoexo.errors import InputError
-from wan_egoexo.video_io import write_video
+from wan_egoexo.video.read_write import write_video
 
 
 def scene(frames: int, height: int, width: int, seed: int) -> np.ndarray:

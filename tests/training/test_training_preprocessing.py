@@ -11,10 +11,10 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from training.clips import fit_frames, load_reference
-from training.dataset import VideoTripletDataset
-from training.dataset_checks import ClipGeometry, WindowSettings
-from training.pairing import Triplet
+from wan_egoexo_training.data.clips import fit_frames, load_reference
+from wan_egoexo_training.data.dataset import VideoTripletDataset
+from wan_egoexo_training.data.dataset_checks import ClipGeometry, WindowSettings
+from wan_egoexo_training.data.pairing import Triplet
 
 ONE_LEVEL = 2.0 / 255.0  # one 8-bit level on the [-1, 1] scale
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_files import load_safetensors, read_safetensors_header, read_safetensors_metadata
+from ..models.checkpoint_files import load_safetensors, read_safetensors_header, read_safetensors_metadata
 from ..errors import ModelFileError
 from .safe_checkpoint import load_checkpoint_tensors
 

@@ -6,7 +6,7 @@ last run (the sampler node); unfused adapters (``adapters.py``) stay available f
 change often, and for training.
 
 Putting the base weights back when the chain changes is bit-exact. The backup is the model file
-itself when the transformer was loaded from one (``wan_egoexo.weight_source``): the touched tensors
+itself when the transformer was loaded from one (``wan_egoexo.models.weight_source``): the touched tensors
 are read again through safetensors' memory map and cast as the loader cast them, so it costs no
 memory, only reading them (for the WorldWander LoRA, the ten linears of every block: 4.9 G
 parameters, 9.8 GB of the 5B's fp16 file, from the page cache or the disk). A transformer built in
@@ -22,7 +22,7 @@ import torch
 
 from ..errors import InputError, NonFiniteError
 from ..finite_checks import all_finite
-from ..weight_source import read_original, weight_source
+from ..models.weight_source import read_original, weight_source
 from .layouts import read_lora_file
 from .matching import match_lora_modules, warn_not_loaded
 from .stack import lora_chain

@@ -15,7 +15,7 @@
 - ``runtime``: planning and preparing each sampler run (LoRA chain merged or unfused, resident blocks).
 - ``choices``: the names the nodes and the CLI offer.
 
-Sequential guidance itself lives in ``wan_egoexo.sampling`` (``cfg_batch``) and merged LoRAs in
+Sequential guidance itself lives in ``wan_egoexo.sampling.sampler`` (``cfg_batch``) and merged LoRAs in
 ``wan_egoexo.lora.merge``. Each option is a function taking the loaded objects, so the CLI and the
 nodes apply them after loading.
 """

@@ -2,7 +2,7 @@
 flash-attention 2 on Ampere or newer when installed, else PyTorch's scaled-dot-product attention
 (which itself dispatches to its flash / memory-efficient kernels on the GPU and to a fused kernel
 on the CPU). The names are diffusers' attention backend names, applied with
-``wan_egoexo.transformer_loader.set_attention_backend``. Flash kernels need bf16 or fp16.
+``wan_egoexo.models.transformer_loader.set_attention_backend``. Flash kernels need bf16 or fp16.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import InputError
-from ..latents import latent_shape
+from ..in_context.latents import latent_shape
 from .attention_choice import choose_attention_backend
 from .flops import WAN22_5B_CONFIG, config_value, in_context_tokens
 from .footprint import sampling_bytes, text_encoder_bytes, translation_peaks

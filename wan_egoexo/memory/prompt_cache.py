@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..atomic_files import aside_path, atomic_path
-from ..checkpoint_files import (diffusers_weight_files, find_diffusers_component, open_safetensors,
+from ..models.checkpoint_files import (diffusers_weight_files, find_diffusers_component, open_safetensors,
                                 read_safetensors_header)
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError, NonFiniteError
@@ -197,8 +197,8 @@ def encode_prompts_cached(text_encoder_path, prompts: list[str], cache_dir=None,
     ``encode`` default to load_text_encoder and encode_prompts (tests inject counters).
     Returns (embeddings, {"hits": n, "misses": n, "loaded": bool}).
     """
-    from ..text_encoder_loader import load_text_encoder
-    from ..text_encoding import encode_prompts
+    from ..models.text_encoder_loader import load_text_encoder
+    from ..models.text_encoding import encode_prompts
 
     if isinstance(prompts, str):
         prompts = [prompts]

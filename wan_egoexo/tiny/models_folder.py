@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model_files import TEXT_ENCODER, TRANSFORMER, VAE, ModelFiles, lora_wanted
-from ..tasks import get_task
-from ..video_io import write_video
+from ..models.model_files import TEXT_ENCODER, TRANSFORMER, VAE, ModelFiles, lora_wanted
+from ..in_context.tasks import get_task
+from ..video.read_write import write_video
 from .lora import random_lora_state_dict, save_worldwander_ckpt
 from .text_encoder import build_tiny_umt5, save_umt5_fp8_scaled, train_tiny_spiece
 from .transformer import build_tiny_transformer, save_transformer_single_file

@@ -11,8 +11,8 @@ from diffusers import AutoencoderKLWan
 from safetensors.torch import save_file
 
 from ..errors import InputError
-from ..vae_keys import diffusers_to_original
-from ..vae_loader import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
+from ..models.vae_keys import diffusers_to_original
+from ..models.vae_loader import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
 
 
 def tiny_vae_config() -> dict:

@@ -1,0 +1,323 @@
+"""Reading and writing whole videos and still images as uint8 RGB numpy arrays.
+
+Video files are probed and decoded by the ffmpeg binary that imageio-ffmpeg ships (video_probe,
+video_decode: every frame once, in presentation order, rotation applied, the rate measured from the
+timestamps); still images and folders of numbered frames go through PIL, their size checked from
+the header before a pixel is decoded. Reading only the frames a fit uses is clip_reader's job; this
+module serves callers that want every frame (training, tests). Every failure a user can cause
+(missing path, corrupt file, empty video, mixed frame sizes, oversized frames) is raised as
+InputError naming the path and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..atomic_files import atomic_path
+from ..errors import InputError
+from .decode import decode_frames
+from .probe import MAX_SOURCE_PIXELS, check_source_pixels, probe_video_file
+from .timing import timeline_from_probe
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v")
+WRITABLE_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+
+# Written files are tagged BT.709 (what players assume for HD video) and converted with that
+# matrix, so colours do not shift between the writer, ffmpeg's own reader and players.
+_BT709_FILTER = ("scale=out_color_matrix=bt709:out_range=tv,"
+                 "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709")
+
+
+@dataclass
+class Video:
+    """Decoded frames (uint8 [F, H, W, 3]), their frame rate, and where they came from."""
+
+    frames: np.ndarray
+    fps: float
+    source: str
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+# ---------------------------------------------------------------- still images and frame folders
+
+_ROTATING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of a still image as displayed (EXIF orientation applied), from its header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file; expected a {'/'.join(IMAGE_SUFFIXES)} file.")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as exc:  # PIL refuses sizes above its own limit before we can look
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        count = int(pixels.group(1)) if pixels else 0
+        raise InputError(f"{path}: frames of {count / 1e6:.0f} Mpx are larger than the {MAX_SOURCE_PIXELS / 1e6:.0f} "
+                         "Mpx (8192x8192) this reader decodes; scale the image down first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read as an image ({exc}); expected a "
+                         f"{'/'.join(IMAGE_SUFFIXES)} file.") from None
+    return (height, width) if orientation in _ROTATING_ORIENTATIONS else (width, height)
+
+
+def read_image(path: str | os.PathLike, box=None, reduce_to=None, max_side: int | None = None) -> np.ndarray:
+    """One still image as uint8 RGB [H, W, 3].
+
+    EXIF orientation is applied; transparency is composited on black; greyscale becomes RGB;
+    16-bit images are scaled to 8 bits; animated images give their first frame. Images over
+    MAX_SOURCE_PIXELS are refused from their header, before decoding. ``box`` (x, y, w, h) cuts a
+    region; ``reduce_to`` (w, h) averages it down by a whole factor while it stays at least twice that
+    size, so a huge photo costs little memory downstream (the final resize is the caller's); ``max_side``
+    averages it down by the smallest whole factor that brings its longer side to at most that.
+    """
+    path = Path(path)
+    check_source_pixels(path, *image_size(path))
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            if box is not None:
+                x, y, w, h = box
+                image = image.crop((x, y, x + w, y + h))
+            if reduce_to is not None:
+                factor = min(image.size[0] // (2 * reduce_to[0]), image.size[1] // (2 * reduce_to[1]))
+                if factor >= 2:
+                    image = image.reduce(int(factor))
+            if max_side is not None and max(image.size) > max_side:
+                image = image.reduce(math.ceil(max(image.size) / max_side))
+            return _to_rgb_uint8(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: cannot be read as an image ({exc}); expected a "
+                         f"{'/'.join(IMAGE_SUFFIXES)} file.") from None
+    except MemoryError:
+        raise InputError(f"out of memory: {path} needs more memory to decode than is free.") from None
+
+
+def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if grey.max(initial=0) > 255 or image.mode.startswith("I;16") else 1.0
+        grey = np.clip(np.round(grey / scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":  # float images are taken as 0..1
+        grey = np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("LA", "PA", "La"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+        # Composite on black: colour * alpha, rounded (alpha 255 keeps the colour exactly).
+        rgb = (rgba[:, :, :3] * rgba[:, :, 3:4] + 127) // 255
+        return rgb.astype(np.uint8)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _natural_key(name: str):
+    """Sort key that orders embedded numbers by value: frame2 before frame10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name.lower())]
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a frame folder in natural order (hidden files skipped)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir()
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise InputError(f"{folder}: folder holds no frames; expected {'/'.join(IMAGE_SUFFIXES)} files "
+                         "named in frame order (e.g. 0001.png, 0002.png).")
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def check_frame_size(file: Path, first: Path, size: tuple[int, int]) -> None:
+    """Every frame of a frame folder must have the size (width, height) of its first frame ``first``."""
+    width, height = image_size(file)
+    if (width, height) != tuple(size):
+        raise InputError(f"{file}: frame is {width}x{height} but {first.name} is {size[0]}x{size[1]}; every frame "
+                         "in a frame folder must have the same size.")
+
+
+def _read_frame_folder(folder: Path, max_frames: int | None) -> np.ndarray:
+    files = list_frame_files(folder)
+    if max_frames is not None:
+        files = files[:max_frames]
+    frames = []
+    first = image_size(files[0])
+    for file in files:
+        check_frame_size(file, files[0], first)
+        frames.append(read_image(file))
+    return np.stack(frames)
+
+
+# ---------------------------------------------------------------- video files
+
+def _memory_needed(path, frames: int, width: int, height: int) -> None:
+    from .clip_reader import check_memory  # noqa: PLC0415
+
+    check_memory(frames * width * height * 3, f"{path}: decoding {frames} frames of {width}x{height}")
+
+
+def _read_video_file(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+    probe = probe_video_file(path, audio=False)
+    timeline = timeline_from_probe(probe)
+    for note in timeline.notes:
+        logger.warning(note)
+    count = probe.num_frames if max_frames is None else min(int(max_frames), probe.num_frames)
+    _memory_needed(path, count, probe.width, probe.height)
+    wanted = list(range(count))
+    found, _ = decode_frames(probe, timeline, wanted, (0, 0, probe.width, probe.height),
+                             (probe.width, probe.height))
+    kept = [found[i] for i in wanted if i in found]
+    if len(kept) < count:
+        logger.warning("%s: %d of its %d frames could not be decoded; they are left out.", path,
+                       count - len(kept), count)
+    return np.stack(kept), timeline.average_fps
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_folder_fps: float = 8.0) -> Video:
+    """Decode a video file, a folder of frames, or a single image (as a 1-frame video): every frame, or
+    the first ``max_frames``. The rate of a video file is measured from its frames' timestamps;
+    ``frame_folder_fps`` is the rate of frame folders and still images."""
+    path = Path(path)
+    if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
+        raise InputError(f"max_frames: {max_frames!r} is invalid; expected a positive integer or None.")
+    if not frame_folder_fps or not math.isfinite(frame_folder_fps) or frame_folder_fps <= 0:
+        raise InputError(f"frame_folder_fps: {frame_folder_fps!r} is invalid; expected a positive frame rate.")
+    if not path.exists():
+        raise InputError(f"{path}: no such video file or frame folder.")
+    if path.is_dir():
+        return Video(_read_frame_folder(path, max_frames), float(frame_folder_fps), str(path))
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return Video(read_image(path)[None], float(frame_folder_fps), str(path))
+    frames, fps = _read_video_file(path, max_frames)
+    return Video(frames, fps, str(path))
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Number of frames, from the file's packets (nothing is decoded)."""
+    return probe_video(path)[0]
+
+
+def probe_video(path: str | os.PathLike, frame_folder_fps: float = 8.0) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of a video file, frame folder or image, without decoding pixels."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such video file or frame folder.")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = list_frame_files(path) if path.is_dir() else [path]
+        width, height = image_size(files[0])
+        return len(files), float(frame_folder_fps), int(width), int(height)
+    probe = probe_video_file(path, audio=False)
+    timeline = timeline_from_probe(probe)
+    return probe.num_frames, timeline.average_fps, probe.width, probe.height
+
+
+# ---------------------------------------------------------------- writing
+
+def _frames_as_uint8(frames) -> np.ndarray:
+    if hasattr(frames, "detach"):  # a torch tensor
+        frames = frames.detach().cpu()
+        frames = frames.float().numpy() if frames.is_floating_point() else frames.numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise InputError(f"frames: shape {tuple(frames.shape)} is invalid; expected [frames, height, width, 3] "
+                         "with at least one frame.")
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise InputError(f"frames: dtype {frames.dtype} is not supported; expected uint8 0..255 or float 0..1.")
+    low, high = float(frames.min()), float(frames.max())
+    if low < -0.05 or high > 1.05 or not np.isfinite([low, high]).all():
+        raise InputError(f"frames: float values span {low:.3g}..{high:.3g}; expected 0..1 "
+                         "(map a [-1, 1] video with (x + 1) / 2 first).")
+    return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: add one edge-replicated row/column instead of letting ffmpeg rescale
+    (a rescale would blur every pixel; the extra row/column is a copy of the border)."""
+    height, width = frames.shape[1:3]
+    pad_h, pad_w = height % 2, width % 2
+    if not (pad_h or pad_w):
+        return frames
+    logger.info("Padding %dx%d frames to %dx%d (edge copy) for yuv420p.", width, height, width + pad_w, height + pad_h)
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int = 17, audio=None) -> Path:
+    """Encode frames (uint8 [F, H, W, 3] or float 0..1) as H.264 yuv420p at ``fps``.
+
+    ``audio`` (audio.SourceAudio or audio.AudioClip) is added, trimmed to the video's length.
+    Odd widths/heights get one edge-replicated column/row (see _pad_to_even). The file is written
+    under a temporary name in the same folder and renamed when complete, so an interrupted write
+    never leaves a partial file under ``path``. Parent folders are created.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise InputError(f"{path}: cannot write H.264 into a {path.suffix or 'suffix-less'} file; "
+                         f"expected one of {', '.join(WRITABLE_SUFFIXES)}.")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise InputError(f"fps: {fps!r} is invalid; expected a positive frame rate.")
+    if int(crf) != crf or not 0 <= crf <= 51:
+        raise InputError(f"crf: {crf!r} is invalid; expected an integer 0..51 (lower is better quality).")
+    frames = _pad_to_even(_frames_as_uint8(frames))
+
+    output_params = ["-crf", str(int(crf)), "-vf", _BT709_FILTER]
+    if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+        output_params += ["-movflags", "+faststart"]
+    with atomic_path(path, keep_suffix=True) as temp:
+        if audio is None:
+            _encode(temp, frames, fps, output_params, path)
+            return path
+        from .audio import mux_audio  # noqa: PLC0415
+
+        video_only = temp.with_name(f"{temp.stem}.video{temp.suffix}")  # a .partial name: cleaned up if killed
+        try:
+            _encode(video_only, frames, fps, output_params, path)
+            mux_audio(video_only, temp, audio, len(frames) / float(fps))
+        finally:
+            video_only.unlink(missing_ok=True)
+    return path
+
+
+def _encode(temp: Path, frames: np.ndarray, fps, output_params: list[str], path: Path) -> None:
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
+        codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
+        ffmpeg_log_level="error", output_params=output_params)
+    try:  # closing the generator stops and waits for ffmpeg, also when the loop is interrupted (Ctrl-C)
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
+    if temp.stat().st_size == 0:
+        raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
