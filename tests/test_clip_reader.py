@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from media_tools import FFMPEG, constant_times, decoded_frames, frame_index, make_clip
-from wan_egoexo.video.clip_reader import open_clip, read_fitted_clip
+from wan_egoexo.video.clip_reader import read_fitted_clip
+from wan_egoexo.video.clip_source import open_clip
 from wan_egoexo.errors import InputError
 from wan_egoexo.video.decode import decode_frames
 from wan_egoexo.video.fit import FitOptions, fit_video

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import wan_egoexo.video.clip_reader as clip_reader
+import wan_egoexo.video.host_memory as host_memory
 import wan_egoexo.pipeline.translation as pipeline
 from media_tools import FFMPEG, constant_times, make_clip
 import wan_egoexo.cli.main as cli
@@ -169,7 +169,7 @@ def test_numbers_are_finite_and_in_range_at_parse_time(models, clip, tmp_path, c
 
 def test_a_fit_that_needs_more_memory_than_is_free_is_refused_with_the_size(models, clip, tmp_path, capsys,
                                                                              no_model_may_load, monkeypatch):
-    monkeypatch.setattr(clip_reader, "available_memory", lambda: 1000)
+    monkeypatch.setattr(host_memory, "available_memory", lambda: 1000)
     err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
     assert "out of memory" in err and "GiB but only 0.00 GiB are free" in err
 

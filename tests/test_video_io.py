@@ -11,7 +11,8 @@ from PIL import Image
 
 from wan_egoexo.video import read_write as video_io
 from wan_egoexo.errors import InputError
-from wan_egoexo.video.read_write import count_frames, probe_video, read_image, read_video, write_video
+from wan_egoexo.video.clip_source import count_frames, probe_video
+from wan_egoexo.video.read_write import read_image, read_video, write_video
 
 
 def moving_square_clip(frames=12, height=48, width=64):

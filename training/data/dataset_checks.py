@@ -16,7 +16,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.video.read_write import list_frame_files, probe_video
+from wan_egoexo.video.clip_source import probe_video
+from wan_egoexo.video.read_write import list_frame_files
 
 from .clips import crop_fits, frames_needed, resized_size
 from .pairing import Discovery, Fault, Triplet

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .batch import output_paths, reference_for
-from ..video.clip_reader import ClipSource, open_clip, plan_clip_fit
+from ..video.clip_reader import plan_clip_fit
+from ..video.clip_source import ClipSource, open_clip
 from ..errors import InputError
 from ..option_ranges import check_lora_strength
 from ..sampling.sampler import SamplingSettings

@@ -229,7 +229,7 @@ def translate_clip(models: LoadedModels, video_path, out_path, reference_image=N
                    input_fps: float | None = None) -> TranslationResult:
     """Read one clip (only the frames the fit uses), translate it with loaded models, and write
     ``out_path`` (h264), carrying the source's audio for the span it covers unless ``audio`` is False.
-    ``video_path`` may also be an open clip_reader.ClipSource (as preflight leaves it)."""
+    ``video_path`` may also be an open clip_source.ClipSource (as preflight leaves it)."""
     start = time.perf_counter()
     clip = read_fitted_clip(video_path, fit or FitOptions(), input_fps)
     read_seconds = time.perf_counter() - start

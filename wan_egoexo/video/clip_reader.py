@@ -1,7 +1,7 @@
 """Reading a clip fitted to the model grid while holding only what the fit uses.
 
-``open_clip`` learns a clip's size, frame times and audio without decoding a frame (video files
-through video_probe, frame folders and stills from their image headers); ``read_fitted_clip``
+``clip_source.open_clip`` learns a clip's size, frame times and audio without decoding a frame;
+``read_fitted_clip``
 plans the fit (video_fit.plan_fit), checks that the planned frames fit in memory, then decodes
 only those frames, resized as they are read (video_decode for files; one image at a time for
 frame folders). Peak memory therefore grows with the frames translated, not with the file's
@@ -12,90 +12,19 @@ file, undecodable frames) is returned as notes for the user, and logged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .audio import AudioClip, SourceAudio, read_audio
-from ..errors import InputError
+from .clip_source import ClipSource, open_clip
 from .decode import decode_frames, fill_missing
 from .fit import FitInfo, FitOptions, fitted_video_from, plan_fit
-from .read_write import (
-    IMAGE_SUFFIXES,
-    check_frame_size,
-    image_size,
-    list_frame_files,
-    read_image,
-)
-from .probe import AudioStream, VideoProbe, check_source_pixels, probe_video_file
-from .timing import Timeline, constant_rate, timeline_from_probe
+from .host_memory import check_memory
+from .read_write import check_frame_size, read_image
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_INPUT_FPS = 8.0  # the rate given to frame folders and stills unless one is stated
-
-
-@dataclass
-class ClipSource:
-    """A clip as probed: a video file, a frame folder or a still, with its displayed size and timeline."""
-
-    path: Path
-    kind: str  # "video", "frames" or "image"
-    width: int
-    height: int
-    timeline: Timeline
-    probe: VideoProbe | None = None
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def audio(self) -> AudioStream | None:
-        return self.probe.audio if self.probe is not None else None
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        return self.timeline.notes
-
-
-def open_clip(path, input_fps: float | None = None) -> ClipSource:
-    """Probe ``path``; ``input_fps`` is the rate of a frame folder or still (default 8 fps)."""
-    path = Path(path)
-    rate = DEFAULT_INPUT_FPS if input_fps is None else input_fps
-    if not path.exists():
-        raise InputError(f"{path}: no such video file or frame folder.")
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        files = list_frame_files(path) if path.is_dir() else [path]
-        width, height = image_size(files[0])
-        check_source_pixels(files[0], width, height)
-        return ClipSource(path, "frames" if path.is_dir() else "image", width, height,
-                          constant_rate(len(files), rate), files=files)
-    probe = probe_video_file(path)
-    check_source_pixels(path, probe.width, probe.height)
-    return ClipSource(path, "video", probe.width, probe.height, timeline_from_probe(probe), probe=probe)
-
-
-# ---------------------------------------------------------------- memory
-
-def available_memory() -> int | None:
-    """Bytes the system can still hand out (Linux MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def check_memory(size: int, what: str) -> None:
-    """Refuse, before allocating, work that needs more than the free memory; the message says how much."""
-    free = available_memory()
-    if free is not None and size > free:
-        raise InputError(f"out of memory: {what} needs {size / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB "
-                         "are free; use fewer frames (--frames), a later --start-frame or a smaller size.")
-
 
 def fitted_bytes(info: FitInfo) -> int:
     """Memory a fitted clip takes: the float32 video plus the decoded frames (uint8, at the content size)."""

@@ -1,7 +1,7 @@
 """Reading and writing whole videos and still images as uint8 RGB numpy arrays.
 
-Video files are probed and decoded by the ffmpeg binary that imageio-ffmpeg ships (video_probe,
-video_decode: every frame once, in presentation order, rotation applied, the rate measured from the
+Video files are probed and decoded by the ffmpeg binary that imageio-ffmpeg ships (probe,
+decode: every frame once, in presentation order, rotation applied, the rate measured from the
 timestamps); still images and folders of numbered frames go through PIL, their size checked from
 the header before a pixel is decoded. Reading only the frames a fit uses is clip_reader's job; this
 module serves callers that want every frame (training, tests). Every failure a user can cause
@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..atomic_files import atomic_path
 from ..errors import InputError
 from .decode import decode_frames
+from .host_memory import check_memory
 from .probe import MAX_SOURCE_PIXELS, check_source_pixels, probe_video_file
 from .timing import timeline_from_probe
 
@@ -179,8 +180,6 @@ def _read_frame_folder(folder: Path, max_frames: int | None) -> np.ndarray:
 # ---------------------------------------------------------------- video files
 
 def _memory_needed(path, frames: int, width: int, height: int) -> None:
-    from .clip_reader import check_memory  # noqa: PLC0415
-
     check_memory(frames * width * height * 3, f"{path}: decoding {frames} frames of {width}x{height}")
 
 
@@ -218,25 +217,6 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_fol
         return Video(read_image(path)[None], float(frame_folder_fps), str(path))
     frames, fps = _read_video_file(path, max_frames)
     return Video(frames, fps, str(path))
-
-
-def count_frames(path: str | os.PathLike) -> int:
-    """Number of frames, from the file's packets (nothing is decoded)."""
-    return probe_video(path)[0]
-
-
-def probe_video(path: str | os.PathLike, frame_folder_fps: float = 8.0) -> tuple[int, float, int, int]:
-    """(frames, fps, width, height) of a video file, frame folder or image, without decoding pixels."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such video file or frame folder.")
-    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        files = list_frame_files(path) if path.is_dir() else [path]
-        width, height = image_size(files[0])
-        return len(files), float(frame_folder_fps), int(width), int(height)
-    probe = probe_video_file(path, audio=False)
-    timeline = timeline_from_probe(probe)
-    return probe.num_frames, timeline.average_fps, probe.width, probe.height
 
 
 # ---------------------------------------------------------------- writing
