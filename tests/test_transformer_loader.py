@@ -119,3 +119,53 @@ def test_missing_tensor_is_named(tmp_path, tiny_transformer):
     save_file(tensors, str(path))
     with pytest.raises(ModelFileError, match="missing 1 tensors"):
         loader.load_transformer(path, device="cpu")
+
+
+def _dequantized_by_hand(path, prefix, name, dtype):
+    """The weight ComfyUI's scaled-fp8 ops use for parameter ``name``: weight.float() * scale_weight."""
+    from safetensors.torch import load_file
+    raw = load_file(str(path))
+    key = prefix + original_key(name)
+    scale = raw.get(key[: -len("weight")] + "scale_weight") if key.endswith(".weight") else None
+    if scale is None:
+        return raw[key].to(dtype)
+    assert raw[key].dtype == torch.float8_e4m3fn and scale.shape == ()
+    return (raw[key].to(torch.float32) * scale.item()).to(dtype)
+
+
+@pytest.mark.parametrize("prefix, scale_input, dtype", [
+    ("", False, "fp32"), ("model.diffusion_model.", True, "fp32"), ("model.diffusion_model.", False, "bf16")])
+def test_fp8_scaled_file_is_dequantised(tmp_path, tiny_transformer, prefix, scale_input, dtype):
+    from wan_egoexo.models.weight_source import read_original, weight_source
+    from wan_egoexo.tiny.transformer import save_transformer_fp8_scaled
+    path = tmp_path / "wan2.2_ti2v_5B_fp8_scaled.safetensors"
+    save_transformer_fp8_scaled(tiny_transformer, path, prefix=prefix, with_scale_input=scale_input)
+    loaded = loader.load_transformer(path, device="cpu", dtype=dtype)
+    quantized = 0
+    for name, param in loaded.state_dict().items():
+        expected = _dequantized_by_hand(path, prefix, name, param.dtype)
+        assert torch.equal(param, expected), name
+        assert torch.equal(read_original(weight_source(loaded), name, param), param), name  # merged-LoRA restore
+        quantized += name in weight_source(loaded).scales
+    assert quantized == 2 * 10 + 6  # per block q k v o twice, ffn 0 and 2; time/text embedders (4), time_projection, head
+    flow, reference = _flow(loaded).float(), _flow(tiny_transformer)
+    assert torch.isfinite(flow).all()
+    assert (flow - reference).norm() / reference.norm() < 0.1  # fp8 rounding of the weights, not a wrong mapping
+
+
+def test_fp8_scaled_bad_scale_is_named(tmp_path, tiny_transformer, monkeypatch):
+    from safetensors.torch import load_file
+    from wan_egoexo.tiny.transformer import save_transformer_fp8_scaled
+    path = tmp_path / "t.safetensors"
+    save_transformer_fp8_scaled(tiny_transformer, path)
+    tensors = load_file(str(path))
+    tensors["blocks.0.self_attn.q.scale_weight"] = torch.ones(3)
+    tensors["blocks.0.not_a_layer.scale_weight"] = torch.ones(())
+    save_file(tensors, str(path))
+    monkeypatch.setattr(loader, "load_from_files", _never_load)
+    with pytest.raises(ModelFileError, match="blocks.0.not_a_layer.scale_weight"):
+        loader.load_transformer(path, device="cpu")
+    del tensors["blocks.0.not_a_layer.scale_weight"]
+    save_file(tensors, str(path))
+    with pytest.raises(ModelFileError, match=r"blocks.0.self_attn.q.scale_weight.*one element"):
+        loader.load_transformer(path, device="cpu")

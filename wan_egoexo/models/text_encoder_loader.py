@@ -22,14 +22,12 @@ from .checkpoint_files import (TensorInfo, find_diffusers_component, load_from_f
                                read_folder_headers, read_safetensors_header)
 from ..devices import resolve_device, resolve_dtype
 from ..errors import ModelFileError
+from .fp8_scaled import check_scales, dequantize, is_layout_key, is_scale_key, weight_scales
 from .umt5_tokenizer import (SPIECE_TENSOR, UMT5Tokenizer, is_tokenizer_folder, load_tokenizer,
                              read_spiece_model, tokenizer_from_folder, tokenizer_from_model_proto)
 
 EXPECTED_FILE = ("a UMT5 text encoder: umt5_xxl_fp8_e4m3fn_scaled.safetensors / umt5_xxl_fp16.safetensors "
                  "(ComfyUI models/text_encoders) or a Diffusers text_encoder/ folder")
-FP8_MARKER = "scaled_fp8"
-SCALE_WEIGHT_SUFFIX = ".scale_weight"
-SCALE_INPUT_SUFFIX = ".scale_input"
 TIED_EMBEDDING = "encoder.embed_tokens.weight"  # UMT5EncoderModel ties it to shared.weight
 _FIRST_Q = "encoder.block.0.layer.0.SelfAttention.q.weight"
 MAX_LAYERS = 128  # bounds the (meta) model a header can make us build before its weights are checked
@@ -205,7 +203,7 @@ class _TensorPlan:
 
 
 def _is_ignored(key: str) -> bool:
-    return (key in (FP8_MARKER, SPIECE_TENSOR) or key.endswith(SCALE_INPUT_SUFFIX)
+    return (key == SPIECE_TENSOR or is_layout_key(key)
             or key.startswith(("decoder.", "lm_head.")))  # a full encoder-decoder checkpoint
 
 
@@ -213,9 +211,9 @@ def _plan_weights(path, header: dict[str, TensorInfo], model: UMT5EncoderModel) 
     """Match every header key to the (meta) model's parameters, checking names, shapes and dtypes."""
     expected = {key: tuple(t.shape) for key, t in model.state_dict().items() if key != TIED_EMBEDDING}
     linear_weights = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    scales = {key[: -len(SCALE_WEIGHT_SUFFIX)] + ".weight": key for key in header if key.endswith(SCALE_WEIGHT_SUFFIX)}
+    scales = weight_scales(header)
     file_keys = {key: key for key in header
-                 if not _is_ignored(key) and not key.endswith(SCALE_WEIGHT_SUFFIX) and key != TIED_EMBEDDING}
+                 if not _is_ignored(key) and not is_scale_key(key) and key != TIED_EMBEDDING}
     if "shared.weight" not in file_keys and TIED_EMBEDDING in header:
         file_keys["shared.weight"] = TIED_EMBEDDING
 
@@ -232,6 +230,7 @@ def _plan_weights(path, header: dict[str, TensorInfo], model: UMT5EncoderModel) 
     if stray_scales:
         raise ModelFileError(path, f"has scale_weight tensors for non-linear weights, e.g. {stray_scales[:4]}.",
                              "scale_weight only beside quantised linear weights")
+    check_scales(path, header, scales, file_keys.values())
 
     plan = {}
     for key, file_key in file_keys.items():
@@ -242,21 +241,8 @@ def _plan_weights(path, header: dict[str, TensorInfo], model: UMT5EncoderModel) 
         if info.dtype not in _SAFETENSORS_DTYPES:
             raise ModelFileError(path, f"tensor {file_key!r} has unsupported dtype {info.dtype}.",
                                  f"one of {sorted(_SAFETENSORS_DTYPES)}")
-        scale_key = scales.get(key)
-        if scale_key is not None:
-            scale = header[scale_key]
-            if scale.dtype not in ("F32", "F16", "BF16") or _numel(scale.shape) != 1:
-                raise ModelFileError(path, f"tensor {scale_key!r} has dtype {scale.dtype} and shape {scale.shape}.",
-                                     "a per-tensor floating-point scale (one element)")
-        plan[key] = _TensorPlan(file_key, scale_key)
+        plan[key] = _TensorPlan(file_key, scales.get(key))
     return plan
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def _load_weights(plan: dict[str, _TensorPlan], where: dict[str, Path], dtype, device) -> dict[str, torch.Tensor]:
@@ -266,7 +252,7 @@ def _load_weights(plan: dict[str, _TensorPlan], where: dict[str, Path], dtype, d
     only one source tensor is alive at a time (the fp8 file plus the cast model would otherwise
     sit in memory together)."""
     scale_keys = [p.scale_key for p in plan.values() if p.scale_key is not None]
-    scales = {k: v.float().reshape(()) for k, v in load_from_files(where, scale_keys).items()}
+    scales = load_from_files(where, scale_keys)
     by_file: dict[Path, list[str]] = {}
     for key, item in plan.items():
         by_file.setdefault(where[item.file_key], []).append(key)
@@ -276,14 +262,9 @@ def _load_weights(plan: dict[str, _TensorPlan], where: dict[str, Path], dtype, d
             for key in keys:
                 item = plan[key]
                 raw = handle.get_tensor(item.file_key).to(device)
-                if item.scale_key is not None:
-                    value = raw.float() * scales[item.scale_key].to(device)
-                elif raw.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-                    value = raw.float()  # fp8 without a scale: ComfyUI reads it with scale 1
-                else:
-                    value = raw
-                state[key] = value.to(dtype)
-                del raw, value
+                # fp8 without a scale: ComfyUI reads it with scale 1, a plain cast
+                state[key] = dequantize(raw, scales.get(item.scale_key), dtype)
+                del raw
     return state
 
 

@@ -1,7 +1,8 @@
 """Loading the Wan2.2-TI2V-5B transformer as a diffusers ``WanTransformer3DModel``.
 
 Sources: the single file ComfyUI users have (original Wan key names, optionally prefixed
-``model.diffusion_model.``) and Diffusers folders (the pipeline root or its ``transformer/``).
+``model.diffusion_model.``; fp16/bf16/fp32, plain fp8, or ComfyUI's fp8-scaled layout, dequantised
+on loading by ``fp8_scaled``) and Diffusers folders (the pipeline root or its ``transformer/``).
 For single files the architecture is read from tensor shapes in the header, and the key set
 is checked against the model that config builds, all before a single weight is read; key
 renaming is diffusers' own ``convert_wan_transformer_to_diffusers``.
@@ -29,6 +30,7 @@ from .checkpoint_files import (
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelFileError
 from ..memory.attention_choice import ATTENTION_BACKENDS
+from .fp8_scaled import FP8_MARKER, check_scales, dequantize, is_layout_key, is_scale_key, weight_scales
 from .weight_source import record_weight_source
 
 EXPECTED = "the Wan2.2-TI2V-5B transformer (e.g. diffusion_models/wan2.2_ti2v_5B_fp16.safetensors)"
@@ -120,10 +122,16 @@ def _keep_in_fp32(name: str) -> bool:
     return any(module in parts for module in WanTransformer3DModel._keep_in_fp32_modules)
 
 
-def _build(config: dict, state_dict: dict[str, torch.Tensor], device, dtype) -> WanTransformer3DModel:
+def _build(config: dict, state_dict: dict[str, torch.Tensor], device, dtype,
+           scales: dict[str, torch.Tensor] | None = None) -> WanTransformer3DModel:
+    """The model on ``device``; a weight with a per-tensor scale (fp8-scaled files) is dequantised."""
     with init_empty_weights():  # parameters on "meta": nothing is allocated twice
         model = WanTransformer3DModel(**config)
-    cast = {k: v.to(device=device, dtype=torch.float32 if _keep_in_fp32(k) else dtype) for k, v in state_dict.items()}
+    scales = scales or {}
+    cast = {}
+    for k, v in state_dict.items():
+        target = torch.float32 if _keep_in_fp32(k) else dtype
+        cast[k] = v.to(device=device, dtype=target) if k not in scales else dequantize(v.to(device), scales[k], target)
     model.load_state_dict(cast, strict=True, assign=True)
     model.rope.to(device)
     return model.eval().requires_grad_(False)
@@ -131,10 +139,17 @@ def _build(config: dict, state_dict: dict[str, torch.Tensor], device, dtype) -> 
 
 def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
     header = read_safetensors_header(path, EXPECTED)
-    prefix, names = strip_prefix(header, ("model.diffusion_model.", "diffusion_model.", "model."))
-    shapes = {name: header[full].shape for name, full in names.items()}
+    # the fp8-scaled marker sits under the model's prefix, or (some converters) at the top
+    prefix, names = strip_prefix([k for k in header if k != FP8_MARKER],
+                                 ("model.diffusion_model.", "diffusion_model.", "model."))
+    weights = {name: full for name, full in names.items() if not is_layout_key(name) and not is_scale_key(name)}
+    scales = weight_scales(names)  # "<layer>.weight" -> "<layer>.scale_weight", both without the prefix
+    check_scales(path, {name: header[full] for name, full in names.items()}, scales, weights)
+    shapes = {name: header[full].shape for name, full in weights.items()}
     config = infer_transformer_config(path, shapes)
-    renamed = convert_wan_transformer_to_diffusers(dict(names))  # diffusers name -> name in the file
+    renamed = convert_wan_transformer_to_diffusers(dict(weights))  # diffusers name -> name in the file
+    stripped = {full: name for name, full in weights.items()}
+    scale_keys = {k: names[scales[stripped[v]]] for k, v in renamed.items() if stripped[v] in scales}
     model_shapes = _model_shapes(config)
     expected = set(model_shapes)
     missing, unexpected = expected - set(renamed), set(renamed) - expected
@@ -146,9 +161,10 @@ def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
             detail.append(f"{len(unexpected)} unknown tensors (e.g. {sorted(renamed[k] for k in unexpected)[:3]})")
         raise ModelFileError(path, "does not match the Wan transformer layout: " + "; ".join(detail) + ".", EXPECTED)
     _check_tensors(path, model_shapes, header, renamed)
-    tensors = load_from_files({k: path for k in header}, list(renamed.values()))
-    model = _build(config, {k: tensors[v] for k, v in renamed.items()}, device, dtype)
-    record_weight_source(model, {k: (path, v) for k, v in renamed.items()})
+    tensors = load_from_files({k: path for k in header}, list(renamed.values()) + list(scale_keys.values()))
+    model = _build(config, {k: tensors[v] for k, v in renamed.items()}, device, dtype,
+                   {k: tensors[v] for k, v in scale_keys.items()})
+    record_weight_source(model, {k: (path, v) for k, v in renamed.items()}, scale_keys)
     return model
 
 

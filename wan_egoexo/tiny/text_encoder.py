@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
+from .fp8_scaled import fp8_scaled_tensors
+
 # d_model 32 matches the tiny transformer's text_dim. vocab 300 leaves room above the tiny
 # SentencePiece vocabulary, as the real 256384 embedding rows exceed the 256000 pieces.
 TINY_UMT5_CONFIG = dict(
@@ -20,7 +22,6 @@ TINY_UMT5_CONFIG = dict(
     relative_attention_num_buckets=32, relative_attention_max_distance=128, layer_norm_epsilon=1e-6,
     feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
 )
-FP8_MAX = 448.0  # largest finite float8_e4m3fn
 WORLDWANDER_PROMPTS = ("Transform it into the first-person perspective.",
                        "Transform it into the third-person perspective.")
 _WORDS = (" ".join(WORLDWANDER_PROMPTS) + " a person walks in the kitchen and picks up a cup of coffee while "
@@ -73,31 +74,12 @@ def _spiece_tensor(spiece_bytes: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(spiece_bytes), dtype=torch.uint8).clone()
 
 
-def quantize_fp8_per_tensor(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float8_e4m3fn weight, float32 scalar scale) with scale = amax / 448."""
-    weight = weight.float()
-    amax = weight.abs().max()
-    scale = amax / FP8_MAX if amax > 0 else torch.ones((), dtype=torch.float32)
-    quantized = (weight / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    return quantized, scale.reshape(()).to(torch.float32)
-
-
 def save_umt5_fp8_scaled(model: UMT5EncoderModel, spiece_bytes: bytes, path, other_dtype=torch.float16,
                          with_scale_input: bool = False) -> None:
     """Write ComfyUI's fp8-scaled layout: each linear weight as float8_e4m3fn with a per-tensor
     ``<name>.scale_weight`` (optionally a ``<name>.scale_input`` of 1), other tensors in
     ``other_dtype``, the ``scaled_fp8`` marker and the ``spiece_model`` tokenizer bytes."""
-    linear = _linear_weight_names(model)
-    tensors = {}
-    for key, value in _file_state(model).items():
-        if key in linear:
-            stem = key[: -len(".weight")]
-            tensors[key], tensors[f"{stem}.scale_weight"] = quantize_fp8_per_tensor(value)
-            if with_scale_input:
-                tensors[f"{stem}.scale_input"] = torch.ones((), dtype=torch.float32)
-        else:
-            tensors[key] = value.to(other_dtype).contiguous()
-    tensors["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    tensors = fp8_scaled_tensors(_file_state(model), _linear_weight_names(model), other_dtype, with_scale_input)
     tensors["spiece_model"] = _spiece_tensor(spiece_bytes)
     save_file(tensors, str(path))
 

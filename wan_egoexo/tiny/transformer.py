@@ -1,11 +1,14 @@
 """A tiny random Wan2.2-TI2V transformer, and writing any diffusers Wan transformer back to the
-original Wan single-file layout (the layout of wan2.2_ti2v_5B_fp16.safetensors)."""
+original Wan single-file layout (the layout of wan2.2_ti2v_5B_fp16.safetensors), plain or
+fp8-scaled (ComfyUI's ``*_fp8_scaled.safetensors``)."""
 
 from __future__ import annotations
 
 import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
+
+from .fp8_scaled import fp8_scaled_tensors
 
 # The real 5B structure (48 latent channels, patch (1,2,2), 128-dim heads, so the rotary split is
 # the real 44/42/42) at widths a CPU runs in milliseconds. text_dim matches tiny/text_encoder.py.
@@ -59,6 +62,16 @@ def save_transformer_single_file(model: WanTransformer3DModel, path, prefix: str
         tensor = tensor.detach().to("cpu")
         tensors[prefix + original_key(name)] = (tensor.to(dtype) if dtype else tensor).contiguous()
     save_file(tensors, str(path))
+
+
+def save_transformer_fp8_scaled(model: WanTransformer3DModel, path, prefix: str = "",
+                                other_dtype: torch.dtype = torch.float16, with_scale_input: bool = False) -> None:
+    """Write ``model`` with original Wan key names in the fp8-scaled layout: every linear weight as
+    float8_e4m3fn with a per-tensor ``scale_weight``, the other tensors in ``other_dtype``."""
+    linear = {original_key(f"{name}.weight") for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    state = {original_key(name): tensor for name, tensor in model.state_dict().items()}
+    save_file(fp8_scaled_tensors(state, linear, other_dtype, with_scale_input, prefix), str(path))
 
 
 def build_tiny_transformer(seed: int = 0, **config) -> WanTransformer3DModel:
