@@ -1,6 +1,6 @@
 """Writes the shipped workflows (example_workflows/*.json, ComfyUI UI format 0.4) and a thumbnail
-for each (the same name, .jpg: a drawing of the graph, which ComfyUI's template browser shows) from
-one description, so node ids, links, widget orders, the model files the loaders name (the note and
+for each (the same name, .jpg: a drawing of the graph under its title and one-line description, which
+ComfyUI's template browser shows; see ``Template``) from one place, so node ids, links, widget orders, the model files the loaders name (the note and
 each loader's ``properties.models``) stay consistent. Two kinds: the WW_* workflows (the pack's own
 loaders and sampler) and the native ones (ComfyUI's loaders, guider, sampler and VAE Decode around
 the pack's native nodes).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -211,17 +212,44 @@ def build_native(task_name: str) -> dict:
     return g.to_json()
 
 
-WORKFLOWS = {
-    "exo2ego": lambda: build("exo2ego"),
-    "ego2exo": lambda: build("ego2exo"),
-    "exo2ego_long_clip": lambda: build("exo2ego", long_clip=True),
-    "exo2ego_native": lambda: build_native("exo2ego"),
-    "ego2exo_native": lambda: build_native("ego2exo"),
+class Template(NamedTuple):
+    """One shipped workflow: ``example_workflows/<stem>.json`` and its thumbnail ``<stem>.jpg``.
+
+    ComfyUI's template browser (frontend 1.27 on ComfyUI 0.3.64, 1.49 on 0.33.0) shows nothing of a
+    custom node pack's template but its thumbnail and its file name (as title, and with - and _ as
+    spaces as description: GET /api/workflow_templates sends only the names). So ``description``,
+    the one line a user chooses by, is drawn on the thumbnail under ``title``."""
+    make: Callable[[], dict]
+    title: str
+    description: str
+
+
+# To ship another workflow, add a row: the file name (without .json), how to build it, a short
+# title and a one-line description naming the task, what the workflow is for and when to pick it.
+TEMPLATES = {
+    "exo2ego": Template(lambda: build("exo2ego"), "exo -> ego",
+                        "Third-person clip to the first-person view, on the pack's own loaders and "
+                        "sampler: the CLI's exact result"),
+    "ego2exo": Template(lambda: build("ego2exo"), "ego -> exo",
+                        "First-person clip and a photo of the wearer to a third-person view, on the "
+                        "pack's own loaders and sampler"),
+    "exo2ego_long_clip": Template(lambda: build("exo2ego", long_clip=True), "exo -> ego, long clip",
+                                  "Third-person clip of any length to the first-person view, in "
+                                  "overlapping 49-frame windows blended at every step"),
+    "exo2ego_native": Template(lambda: build_native("exo2ego"), "exo -> ego, native",
+                               "Third-person clip to the first-person view on ComfyUI's own model "
+                               "loading: small GPUs, GGUF or fp8 files, stock samplers"),
+    "ego2exo_native": Template(lambda: build_native("ego2exo"), "ego -> exo, native",
+                               "First-person clip and a photo of the wearer to a third-person view on "
+                               "ComfyUI's own model loading: small GPUs, GGUF"),
 }
-TITLES = {
-    "exo2ego": "exo -> ego", "ego2exo": "ego -> exo", "exo2ego_long_clip": "exo -> ego, long clip",
-    "exo2ego_native": "exo -> ego, native", "ego2exo_native": "ego -> exo, native",
-}
+WORKFLOWS = {stem: template.make for stem, template in TEMPLATES.items()}
+TITLES = {stem: template.title for stem, template in TEMPLATES.items()}
+
+
+def thumbnail(stem: str, workflow: dict):
+    template = TEMPLATES[stem]
+    return render_thumbnail(workflow, f"WorldWander {template.title}", template.description)
 
 
 def workflow_text(workflow: dict) -> str:
@@ -234,8 +262,7 @@ def main() -> None:
         workflow = make()
         path = OUT_DIR / f"{stem}.json"
         path.write_text(workflow_text(workflow))
-        thumbnail = render_thumbnail(workflow, f"WorldWander {TITLES[stem]}")
-        thumbnail.save(OUT_DIR / f"{stem}.jpg", quality=95, subsampling=0)  # 4:4:4 keeps thin links crisp
+        thumbnail(stem, workflow).save(OUT_DIR / f"{stem}.jpg", quality=95, subsampling=0)  # 4:4:4 keeps thin links crisp
         print(f"wrote {path} and its thumbnail")
 
 

@@ -10,6 +10,7 @@ import re
 from PIL import Image, ImageDraw, ImageFont
 
 SIZE = 512  # square, like the cards of ComfyUI's template browser
+MAX_CAPTION_LINES = 2  # the description under the title; a longer one would squeeze the graph
 BACKGROUND = (32, 33, 36)
 NODE_BODY, NODE_TEXT, NOTE_BODY = (53, 53, 53), (222, 222, 222), (67, 60, 32)
 LINK_COLOURS = {"IMAGE": (100, 181, 246), "LATENT": (255, 157, 245), "MODEL": (178, 157, 219),
@@ -52,13 +53,35 @@ def _bezier(start, end, steps: int = 24) -> list:
     return points
 
 
-def render_thumbnail(workflow: dict, title: str) -> Image.Image:
+def _wrap(draw, text: str, font, width: float) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and draw.textlength(candidate, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + ([line] if line else [])
+
+
+def render_thumbnail(workflow: dict, title: str, description: str = "") -> Image.Image:
     nodes = {node["id"]: node for node in workflow["nodes"]}
+    image = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    draw.text((SIZE / 2, 28), title, fill=(240, 240, 240), anchor="mm", font=ImageFont.load_default(size=26))
+    caption_font = ImageFont.load_default(size=17)
+    caption = _wrap(draw, description, caption_font, SIZE - 32)
+    if len(caption) > MAX_CAPTION_LINES:
+        raise ValueError(f"the description {description!r} takes {len(caption)} lines on the thumbnail; "
+                         f"shorten it to {MAX_CAPTION_LINES}")
+    for row, line in enumerate(caption):
+        draw.text((SIZE / 2, 60 + 21 * row), line, fill=(200, 200, 200), anchor="mm", font=caption_font)
     left = min(node["pos"][0] for node in nodes.values())
     top = min(node["pos"][1] for node in nodes.values())
     right = max(node["pos"][0] + node["size"][0] for node in nodes.values())
     bottom = max(node["pos"][1] + node["size"][1] for node in nodes.values())
-    header, margin = 56, 14
+    header, margin = 56 + 21 * len(caption) + (6 if caption else 0), 14
     scale = min((SIZE - 2 * margin) / (right - left), (SIZE - header - margin) / (bottom - top))
     offset_x = (SIZE - (right - left) * scale) / 2
     offset_y = header + (SIZE - header - margin - (bottom - top) * scale) / 2
@@ -66,9 +89,6 @@ def render_thumbnail(workflow: dict, title: str) -> Image.Image:
     def at(x, y):
         return offset_x + (x - left) * scale, offset_y + (y - top) * scale
 
-    image = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    draw.text((SIZE / 2, 28), title, fill=(240, 240, 240), anchor="mm", font=ImageFont.load_default(size=26))
     bar = max(6.0, 26 * scale)
     slot_gap = max(4.0, 20 * scale)
 

@@ -334,9 +334,31 @@ def test_each_workflow_has_a_thumbnail_drawn_from_it(path):
         assert image.format == "JPEG" and image.size == (512, 512)
         shipped = np.asarray(image.convert("RGB"), dtype=np.float32)
     generator = make_workflows_module()
-    drawn = generator.render_thumbnail(load(path), f"WorldWander {generator.TITLES[path.stem]}")
+    drawn = generator.thumbnail(path.stem, load(path))  # with the template's title and description
     off = np.abs(np.asarray(drawn, dtype=np.float32) - shipped).max(axis=-1) > 64  # JPEG noise stays below
     assert off.mean() < 2e-4, f"{thumbnail.name} is stale ({off.mean():.2%} of pixels): run python scripts/make_workflows.py"
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@pytest.mark.parametrize("path", workflow_params())
+def test_each_template_has_a_description_a_user_can_choose_by(path):
+    """ComfyUI's browser shows a pack's template as its file name (title, and description with - and
+    _ as spaces); the generator's description, drawn on the thumbnail, says what it is for."""
+    templates = make_workflows_module().TEMPLATES
+    assert path.stem in templates, f"{path.name} has no row in make_workflows.TEMPLATES"
+    description = templates[path.stem].description
+    assert "\n" not in description and 60 <= len(description) <= 130, description  # one real line
+    assert not _words(description) <= _words(path.stem.replace("_", " ") + " worldwander native long clip")
+    task = path.stem.split("_")[0]
+    assert ("first-person view" if task == "exo2ego" else "third-person view") in description
+    assert ("photo of the wearer" in description) == (task == "ego2exo")  # ego->exo needs the reference image
+    assert ("ComfyUI's own model loading" in description) == path.stem.endswith("_native")
+    assert ("any length" in description) == ("long_clip" in path.stem)
+    others = [t.description for stem, t in templates.items() if stem != path.stem]
+    assert description not in others
 
 
 @pytest.mark.parametrize("path", workflow_params())
