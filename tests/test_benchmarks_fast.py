@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import (bench_cfg, bench_forward, bench_lora, bench_memory_model, bench_predict_flow, bench_startup,
                         bench_translate, bench_vae)
 
@@ -123,3 +125,22 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     plans = record["sections"]["plans"]
     assert [plans[name]["resident_blocks"] for name in plans if name != "seconds_spent"] == [None, None, 1, 1, 1, 0]
     assert all(plans[name]["model_bytes"] > 0 for name in plans if name != "seconds_spent")
+
+
+def test_bench_native_lora_fp8_inside_comfyui(tmp_path):
+    """The fp8 LoRA-effect figure of README/docs/performance.md: needs a ComfyUI host (CI has one)."""
+    comfyui = os.environ.get("COMFYUI_PATH")
+    if not comfyui:
+        if os.environ.get("CI"):
+            pytest.fail("COMFYUI_PATH is unset in CI")
+        pytest.skip("COMFYUI_PATH is unset")
+    out = tmp_path / "native_lora_fp8.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_native_lora_fp8", "--comfyui", comfyui,
+                           "--strengths", "1.0", "--sigmas", "0.7", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["task"], r["strength"], r["sigma"]) for r in rows] == [("exo2ego", 1.0, 0.7), ("ego2exo", 1.0, 0.7)]
+    for row in rows:
+        assert row["effect_size"] > 0.01 and 0 < row["base_l2"] < 0.2  # the LoRA acts; fp8 weights really are used
+        assert row["effect_l2"] > row["base_l2"]  # the LoRA's effect moves more than the base output does
