@@ -186,3 +186,19 @@ def test_a_nan_lora_or_an_overflowing_merge_changes_no_weight(files, tmp_path):
     assert merged_loras(model) == {}
     after = _state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_merged_lora_on_an_fp8_scaled_file_restores_the_dequantised_weights(files, tmp_path):
+    from wan_egoexo.tiny.transformer import save_transformer_fp8_scaled  # noqa: PLC0415
+
+    _, a, _ = files
+    path = tmp_path / "wan2.2_ti2v_5B_fp8_scaled.safetensors"
+    save_transformer_fp8_scaled(build_tiny_transformer(0), path, prefix="model.diffusion_model.")
+    model = load_transformer(path, "cpu", "bf16")
+    before, flow = _state(model), _forward(model)
+    set_merged_loras(model, [(a, 1.0)])
+    assert rel_error(_forward(model), flow) > 1e-3  # the LoRA is in
+    restore_base_weights(model)  # re-read from the fp8 file and dequantised as the loader did
+    after = _state(model)
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    assert torch.equal(_forward(model), flow)

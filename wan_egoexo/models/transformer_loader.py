@@ -139,7 +139,7 @@ def _build(config: dict, state_dict: dict[str, torch.Tensor], device, dtype,
 
 def _load_single_file(path: Path, device, dtype) -> WanTransformer3DModel:
     header = read_safetensors_header(path, EXPECTED)
-    # the fp8-scaled marker sits under the model's prefix, or (some converters) at the top
+    # the fp8-scaled marker sits under the model's prefix (where ComfyUI looks for it); one at the top is tolerated
     prefix, names = strip_prefix([k for k in header if k != FP8_MARKER],
                                  ("model.diffusion_model.", "diffusion_model.", "model."))
     weights = {name: full for name, full in names.items() if not is_layout_key(name) and not is_scale_key(name)}
