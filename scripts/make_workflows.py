@@ -1,7 +1,8 @@
 """Writes the shipped workflows (example_workflows/*.json, ComfyUI UI format 0.4) and a thumbnail
 for each (the same name, .jpg: a drawing of the graph under its title and one-line description, which
-ComfyUI's template browser shows; see ``Template``) from one place, so node ids, links, widget orders, the model files the loaders name (the note and
-each loader's ``properties.models``) stay consistent. Two kinds: the WW_* workflows (the pack's own
+ComfyUI's template browser shows; see ``Template``) from one place, so node ids, links, widget
+orders, the model files the loaders name (the note and each loader's ``properties.models``) stay
+consistent. Two kinds: the WW_* workflows (the pack's own
 loaders and sampler) and the native ones (ComfyUI's loaders, guider, sampler and VAE Decode around
 the pack's native nodes).
 

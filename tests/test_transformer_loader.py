@@ -147,7 +147,8 @@ def test_fp8_scaled_file_is_dequantised(tmp_path, tiny_transformer, prefix, scal
         assert torch.equal(param, expected), name
         assert torch.equal(read_original(weight_source(loaded), name, param), param), name  # merged-LoRA restore
         quantized += name in weight_source(loaded).scales
-    assert quantized == 2 * 10 + 6  # per block q k v o twice, ffn 0 and 2; time/text embedders (4), time_projection, head
+    # every linear: per block q k v o twice and ffn 0, 2; the time and text embedders (4), time_projection, head
+    assert quantized == 2 * 10 + 6
     flow, reference = _flow(loaded).float(), _flow(tiny_transformer)
     assert torch.isfinite(flow).all()
     assert (flow - reference).norm() / reference.norm() < 0.1  # fp8 rounding of the weights, not a wrong mapping
