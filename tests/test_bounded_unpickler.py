@@ -15,7 +15,8 @@ from wan_egoexo.lora.bounded_unpickler import (Hook, InertGlobal, InertObject, P
 PLAIN_VALUES = [
     0, -1, 255, 65535, 2**31, -2**63, 2**200, 1.5, -0.0, float("inf"), "", "é\n\\ \x00 ☃", b"", b"\x00\xff" * 3,
     bytearray(b"ab"), (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1, [2, [3]]], {}, {"a": 1, 2: (3, 4)},
-    collections.OrderedDict([("b", 1), ("a", 2)]), {1, 2, "x"}, frozenset({(1, 2)}), True, False, None,
+    collections.OrderedDict([("b", 1), ("a", 2)]), {1, 2, "x", -2**61 + 2}, frozenset({("a", b"b", None)}), True,
+    False, None,
     complex(1, -2), slice(1, None, 2), {"shared": [[0]] * 3, "nested": {"k": {"l": [b"x", "y"]}}},
 ]
 
@@ -91,14 +92,15 @@ def test_hooks_are_the_only_callables_and_their_errors_are_refusals():
     (b"\x80\x02" + b"".join(b"cmod\nname%d\n0" % i for i in range(11)) + b"N.", "more than 10 different globals"),
     (b"\x80\x02]" + b"K\x01a" * 50 + b"q\x00" + b"cbuiltins\ntuple\nh\x00\x85R0" * 5 + b".", "copies more than 100"),
     (b"\x80\x02r\xff\xff\xff\x7f.", "empty"),  # LONG_BINPUT 2**31-1 with nothing to store
-    (b"\x80\x02N" + b"r\xff\xff\xff\x7fh\x05.", "never written"),
+    (b"\x80\x02N" + b"r\xff\xff\xff\x7fh\x05.", "memo slot 2,147,483,647 after 3 opcodes"),
+    (b"\x80\x02N" + b"q\x05h\x05.", "memo slot 5 after 3 opcodes"),
     (b"\x80\x02\x8e" + struct.pack("<Q", 1 << 40) + b".", "truncated"),
     (b"\x80\x02X" + struct.pack("<I", 0xFFFFFFFF) + b".", "truncated"),
     (b"\x80\x02\x8b" + struct.pack("<i", 1 << 20) + b"\x00" * 8 + b".", "at most 255 bytes"),
     (b"\x80\x02\x82\x01.", "extension registry"),
     (b"\x80\x05\x97.", "out-of-band"),
     (b"\x80\x02K\x01K\x02\x86\x85}(h\x00K\x01u.", "never written"),
-    (b"\x80\x02}K\x01K\x02\x86\x85K\x03s.", "nested tuple"),
+    (b"\x80\x02}K\x01K\x02\x86\x85K\x03s.", "tuple holding something other than strings"),
     (b"\x80\x02}]K\x03s.", "is a list"),
     (b"\x80\x02K\x01", "no STOP"),
     (b"\x80\x02\xff.", "not a pickle opcode"),
