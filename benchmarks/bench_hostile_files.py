@@ -59,7 +59,8 @@ CASES = [
     ("ckpt: deflated record claims 1 GiB", "lora", lambda d: hostile.deflate_bomb_ckpt(d / "b.ckpt")),
     ("transformer: one tensor of the wrong shape", "transformer", hostile.wrong_shape_transformer_file),
     # issue 18
-    ("st metadata: alpha_pattern key ((.*)*)*Z", "lora", lambda d: lora18.redos_alpha_pattern_safetensors(d / "re.safetensors")),
+    ("st metadata: alpha_pattern key ((.*)*)*Z", "lora",
+     lambda d: lora18.redos_alpha_pattern_safetensors(d / "re.safetensors")),
     *[(f"st metadata: {name}", "lora", lambda d, n=name: lora18.bad_metadata_safetensors(d / "md.safetensors", n))
       for name in lora18.BAD_METADATA],
     ("st metadata: lora_alpha of 4,000 digits", "lora", lambda d: lora18.huge_alpha_safetensors(d / "ha.safetensors")),
@@ -211,7 +212,8 @@ def run(argv=None) -> list[dict]:
                 continue
             results.append(measure_restore(how, args.code_root.resolve(), args.timeout))
             row = results[-1]
-            print(f"{row['case']:<48} {row.get('file_bytes', 0):>11,} B  {row.get('peak_growth_mib', float('nan')):>9.1f} "
+            growth = row.get('peak_growth_mib', float('nan'))
+            print(f"{row['case']:<48} {row.get('file_bytes', 0):>11,} B  {growth:>9.1f} "
                   f"MiB  {row['seconds']:>7.2f} s  {row['outcome']}: weights differing from the loaded "
                   f"{row.get('weights_differing_from_loaded')}, max diff {row.get('max_abs_diff_vs_loaded')} "
                   f"{row.get('message', '')[:160]}", flush=True)

@@ -177,7 +177,8 @@ def test_a_deflated_checkpoint_within_the_budget_still_loads(tmp_path):
 def test_a_safetensors_lora_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
     """One safetensors file in 256 has a header length whose low byte is 0x80, a pickle's first byte."""
     entry = {"dtype": "F32", "shape": [1, 1]}
-    header = {"a.lora_A.weight": {**entry, "data_offsets": [0, 4]}, "a.lora_B.weight": {**entry, "data_offsets": [4, 8]}}
+    header = {"a.lora_A.weight": {**entry, "data_offsets": [0, 4]},
+              "a.lora_B.weight": {**entry, "data_offsets": [4, 8]}}
     raw = json.dumps(header).encode()
     raw += b" " * (0x180 - len(raw))
     path = hostile.write_safetensors_raw(tmp_path / "x80.safetensors", {}, b"\0" * 8, header_bytes=raw)

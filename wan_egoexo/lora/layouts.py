@@ -171,8 +171,8 @@ def normalize_lora_state_dict(state_dict: dict, source: str | os.PathLike = "<st
     """Normalise a LoRA state dict of any supported layout (see the module docstring).
 
     ``peft_metadata``: diffusers' ``lora_adapter_metadata`` (LoraConfig fields, checked by
-    adapter_metadata, or the parsed JSON object itself), used for the alpha of modules whose keys carry none. Keys that cannot be interpreted (``.diff``, ``dora_scale``,
-    conv LoRAs, a half without its partner, unknown names in the kohya layout, duplicates) are
+    adapter_metadata, or the parsed JSON object itself), used for the alpha of modules whose keys
+    carry none. Keys that cannot be interpreted (``.diff``, ``dora_scale``, conv LoRAs, a half without its partner, unknown names in the kohya layout, duplicates) are
     listed in ``unrecognized``. Raises ModelFileError naming ``source`` when nothing is a LoRA or the
     down/up halves of a module disagree.
     """

@@ -87,7 +87,8 @@ def _decode_str(raw: bytes) -> str:
 
 def _int_text(raw: bytes):
     if len(raw) > MAX_TEXT_INT_CHARS:
-        raise PickleRefused(f"it holds a text integer of {len(raw):,} characters; at most {MAX_TEXT_INT_CHARS} are read")
+        raise PickleRefused(f"it holds a text integer of {len(raw):,} characters; at most {MAX_TEXT_INT_CHARS} "
+                            "are read")
     if raw in (b"00", b"01"):
         return raw == b"01"
     return int(raw.rstrip(b"L"), 0)

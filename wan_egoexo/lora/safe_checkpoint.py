@@ -258,7 +258,8 @@ class _Checkpoint:
             if record.numel:
                 name = f"{self.prefix}data/{record.key}"
                 if self.zip.check_record(name, max_bytes=record.nbytes, expected_bytes=record.nbytes) is None:
-                    raise ModelFileError(self.path, f"lacks the tensor record {name} (truncated?).", "the complete file")
+                    raise ModelFileError(self.path, f"lacks the tensor record {name} (truncated?).",
+                                         "the complete file")
         self.zip.inflated = 0  # checked: materialize charges them again as it reads them
 
     def materialize(self, refs: dict[str, TensorRef]) -> dict[str, torch.Tensor]:

@@ -100,7 +100,8 @@ def verify_originals(source: WeightSource, samples: dict[str, torch.Tensor], lik
                 shape = view.get_shape()
                 if list(shape) != list(like[name].shape):
                     raise ModelFileError(Path(file), f"tensor {key} is now {tuple(shape)}, not the "
-                                         f"{tuple(like[name].shape)} loaded: the file was replaced; load the model again.")
+                                         f"{tuple(like[name].shape)} loaded: the file was replaced; load the model "
+                                         "again.")
                 rows = _sample_rows(shape[0]) if shape else []
                 read = [view[row:row + 1].reshape(1, -1)[:, :SAMPLE_COLUMNS] for row in rows] if shape else \
                     [view[()].reshape(1, 1)]
