@@ -101,6 +101,9 @@ def test_hooks_are_the_only_callables_and_their_errors_are_refusals():
     (b"\x80\x05\x97.", "out-of-band"),
     (b"\x80\x02K\x01K\x02\x86\x85}(h\x00K\x01u.", "never written"),
     (b"\x80\x02}K\x01K\x02\x86\x85K\x03s.", "tuple holding something other than strings"),
+    (b"\x80\x02}G" + struct.pack(">d", 2.0**61) + b"Ns.", "key or set member is a float"),
+    (b"\x80\x02\x8f(\x8a\x08" + (2**61 - 1).to_bytes(8, "little") + b"\x90.", "integer of 61 bits"),
+    (b"\x80\x02I0x" + b"f" * 300 + b"\n.", "text integer of 302 characters"),
     (b"\x80\x02}]K\x03s.", "is a list"),
     (b"\x80\x02K\x01", "no STOP"),
     (b"\x80\x02\xff.", "not a pickle opcode"),
@@ -123,3 +126,12 @@ def test_inert_records_collect_state_items_and_elements():
     got = _load(data)
     assert isinstance(got, InertObject) and got.origin == "collections.Counter" and got.args[0] == {"a": 2}
     assert isinstance(_load(b"\x80\x02cmod\nName\n."), InertGlobal)
+
+
+def test_keys_that_cannot_collide_are_read():
+    """Inside the key bounds: ints below 2**61 - 1 hash to themselves, strings hash with a secret,
+    our inert records by identity."""
+    keys = [2**61 - 2, -(2**61 - 2), 2**40, "a", b"b", ("a", b"b", None, True)]
+    assert _load(pickle.dumps({k: i for i, k in enumerate(keys)}, protocol=2)) == {k: i for i, k in enumerate(keys)}
+    (key, value), = _load(b"\x80\x02}cmod\nName\n)RK\x01s.").items()
+    assert isinstance(key, InertObject) and key.origin == "mod.Name" and value == 1

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from ..models.checkpoint_files import SAFETENSORS_DTYPES, load_safetensors, read_safetensors_header_and_metadata
+from ..models.checkpoint_files import (SAFETENSORS_DTYPES, TensorInfo, load_safetensors,
+                                       read_safetensors_header_and_metadata)
 from ..errors import ModelFileError
 from .adapter_metadata import AdapterMetadata, parse_adapter_metadata
 from .safe_checkpoint import inspect_checkpoint_tensors, load_checkpoint_tensors
@@ -270,22 +271,36 @@ def read_lora_file(path: str | os.PathLike) -> LoraWeights:
     return normalize_lora_state_dict(load_safetensors(path), path, peft_metadata=metadata)
 
 
+def _shape_only(value) -> torch.Tensor:
+    """A tensor read (kept), or an empty "meta" tensor of a header entry's / checkpoint reference's shape."""
+    if torch.is_tensor(value):
+        return value
+    if isinstance(value, TensorInfo):
+        return torch.empty(value.shape, dtype=SAFETENSORS_DTYPES[value.dtype], device="meta")
+    return torch.empty(value.size, dtype=value.dtype, device="meta")  # a safe_checkpoint.TensorRef
+
+
 def check_lora_file(path: str | os.PathLike) -> LoraWeights:
     """Every check of read_lora_file that reads no tensor data (a preflight check, before any model
     loads): the safetensors header and its adapter metadata, or the checkpoint's zip directory, pickle
     and tensor views; then the LoRA modules the keys and shapes describe. Returns the LoraWeights
-    with empty ("meta") tensors, which hold the shapes but no data."""
+    with empty ("meta") tensors, which hold the shapes but no data; only the alpha scalars are read
+    (a few bytes each), so the alphas are the file's."""
     path = Path(path)
+
+    def scalar_alpha(key: str, shape) -> bool:  # the only tensors read: a few bytes each
+        return key.endswith(".alpha") and math.prod(shape) == 1
+
     if _lora_file_kind(path) == "checkpoint":
-        shapes = {key: (ref.size, ref.dtype) for key, ref in inspect_checkpoint_tensors(path).items()}
+        found = inspect_checkpoint_tensors(path, read=lambda key, ref: scalar_alpha(key, ref.size))
         metadata, layout = None, "checkpoint ({} names)"
     else:
         header, metadata = _checked_safetensors_header(path)
-        shapes = {key: (info.shape, SAFETENSORS_DTYPES[info.dtype]) for key, info in header.items()}
+        keys = [key for key, info in header.items() if scalar_alpha(key, info.shape)]
+        alphas = load_safetensors(path, keys) if keys else {}
+        found = {key: alphas.get(key, info) for key, info in header.items()}
         layout = "{}"
-    # alpha scalars get a placeholder value (alphas are read with the data); every other tensor is empty
-    state = {key: torch.ones((), dtype=torch.float32) if key.endswith(".alpha") and math.prod(shape) == 1 else
-             torch.empty(shape, dtype=dtype, device="meta") for key, (shape, dtype) in shapes.items()}
-    weights = normalize_lora_state_dict(state, path, peft_metadata=metadata)
+    weights = normalize_lora_state_dict({key: _shape_only(value) for key, value in found.items()}, path,
+                                        peft_metadata=metadata)
     weights.layout = layout.format(weights.layout)
     return weights

@@ -56,11 +56,12 @@ def check_key(key) -> None:
     object), or short tuples / frozensets of None, bools, str and bytes. Numbers inside a tuple or
     frozenset are refused: their hash is computed from the items' hashes, unkeyed, so int pairs can
     be solved for a common hash as easily as ints; floats and complex numbers hash modulo the same
-    prime as ints and are refused as keys too. Checkpoints key their dicts by str (and the optimizer
-    state by small ints)."""
+    prime as ints and are refused as keys too. Objects hashed by identity (the reader's own records
+    of globals and tensors) are distinct objects with distinct hashes. Checkpoints key their dicts
+    by str (and the optimizer state by small ints)."""
     kind = type(key)
-    if key is None or kind in (bool, str, bytes):
-        return
+    if key is None or kind in (bool, str, bytes) or kind.__hash__ is object.__hash__:
+        return  # the last: records of ours (inert objects, tensor references), hashed by identity
     if kind is int:
         if -INT_KEY_LIMIT < key < INT_KEY_LIMIT:
             return

@@ -321,14 +321,16 @@ def load_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | 
     return _read_checkpoint(path, limits, lambda checkpoint, refs: checkpoint.materialize(refs))
 
 
-def inspect_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | None = None
-                               ) -> dict[str, TensorRef]:
+def inspect_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | None = None,
+                               read=lambda key, ref: False) -> dict[str, TensorRef | torch.Tensor]:
     """What load_checkpoint_tensors would return, as unread TensorRefs (key -> storage, size, stride,
     dtype), after every check it makes that reads no tensor data: the zip, the pickle, each view,
-    each storage record. Costs the pickle, not the tensors (a preflight check)."""
-    def checked(checkpoint: _Checkpoint, refs: dict[str, TensorRef]) -> dict[str, TensorRef]:
+    each storage record. Costs the pickle, not the tensors (a preflight check). The tensors for
+    which ``read(key, ref)`` is true (small ones, such as alpha scalars) are read and returned."""
+    def checked(checkpoint: _Checkpoint, refs: dict[str, TensorRef]) -> dict[str, TensorRef | torch.Tensor]:
         checkpoint.check_refs(refs)
-        return refs
+        wanted = {key: ref for key, ref in refs.items() if read(key, ref)}
+        return {**refs, **(checkpoint.materialize(wanted) if wanted else {})}
 
     return _read_checkpoint(path, limits, checked)
 
