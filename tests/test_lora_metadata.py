@@ -106,3 +106,16 @@ def test_a_valid_metadata_alpha_reaches_the_module(tmp_path):
                                               "rank_pattern": {"to_q": 1}, "target_modules": ["to_q"]})
     module = read_lora_file(path).modules[hostile.MODULE]
     assert module.alpha == 0.5 and torch.equal(module.down, torch.tensor([[0.5]]))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_alpha_tensor_is_named(tmp_path, value):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "alpha.safetensors"
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.ones(1, 1),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.ones(1, 1),
+               "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(value)}, str(path))
+    for reader in (read_lora_file, check_lora_file):
+        with pytest.raises(ModelFileError, match=r"blocks\.0\.self_attn\.q\.alpha is (nan|inf)\. Expected a finite alpha"):
+            reader(path)

@@ -209,6 +209,8 @@ def normalize_lora_state_dict(state_dict: dict, source: str | os.PathLike = "<st
                 raise ModelFileError(source, f"{parts['alpha'][0]} has shape {tuple(alpha_tensor.shape)}.",
                                      "a scalar alpha")
             alpha = float(alpha_tensor.float().item())
+            if not math.isfinite(alpha):  # the merged or unfused result would be NaN, blamed on other things
+                raise ModelFileError(source, f"{parts['alpha'][0]} is {alpha}.", "a finite alpha")
         elif peft_metadata is not None:
             alpha = peft_metadata.alpha_for(name, down.shape[0])
         modules[name] = LoraModule(down=down, up=up, alpha=alpha, keys=keys)
