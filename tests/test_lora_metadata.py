@@ -117,5 +117,5 @@ def test_a_non_finite_alpha_tensor_is_named(tmp_path, value):
                "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.ones(1, 1),
                "diffusion_model.blocks.0.self_attn.q.alpha": torch.tensor(value)}, str(path))
     for reader in (read_lora_file, check_lora_file):
-        with pytest.raises(ModelFileError, match=r"blocks\.0\.self_attn\.q\.alpha is (nan|inf)\. Expected a finite alpha"):
+        with pytest.raises(ModelFileError, match=r"self_attn\.q\.alpha is (nan|inf)\. Expected a finite alpha"):
             reader(path)
