@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 
 from benchmarks import common
 from benchmarks import hostile_files as hostile
+from benchmarks import hostile_lora_files as lora18
 
 NAME = "bench_hostile_files"
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 READERS = {
     "lora": ("wan_egoexo.lora.layouts", "read_lora_file"),
     "transformer": ("wan_egoexo.models.transformer_loader", "load_transformer"),
+    "lora4": ("wan_egoexo.lora.layouts", "read_lora_file"),  # the same file four times, all kept (a chain)
 }
 
 # (name, reader, builder); the builder writes the file into the folder it is given.
@@ -56,12 +58,28 @@ CASES = [
     ("safetensors: 100 MiB header", "lora", lambda d: hostile.huge_header_safetensors(d / "h.safetensors")),
     ("ckpt: deflated record claims 1 GiB", "lora", lambda d: hostile.deflate_bomb_ckpt(d / "b.ckpt")),
     ("transformer: one tensor of the wrong shape", "transformer", hostile.wrong_shape_transformer_file),
+    # issue 18
+    ("st metadata: alpha_pattern key ((.*)*)*Z", "lora",
+     lambda d: lora18.redos_alpha_pattern_safetensors(d / "re.safetensors")),
+    *[(f"st metadata: {name}", "lora", lambda d, n=name: lora18.bad_metadata_safetensors(d / "md.safetensors", n))
+      for name in lora18.BAD_METADATA],
+    ("st metadata: lora_alpha of 4,000 digits", "lora", lambda d: lora18.huge_alpha_safetensors(d / "ha.safetensors")),
+    ("safetensors: two dims of 4,299 digits", "lora", lambda d: lora18.huge_dims_safetensors(d / "hd.safetensors")),
+    ("ckpt: 40,000 dict keys 1 + k*(2**61-1)", "lora", lambda d: lora18.colliding_dict_ckpt(d / "cd.ckpt")),
+    ("ckpt: 160,000 dict keys 1 + k*(2**61-1)", "lora", lambda d: lora18.colliding_dict_ckpt(d / "cd4.ckpt", 160_000)),
+    ("ckpt: 40,000 set members 1 + k*(2**61-1)", "lora", lambda d: lora18.colliding_set_ckpt(d / "cs.ckpt")),
+    ("ckpt: 40,000 memo PUTs to 1 + k*(2**61-1)", "lora", lambda d: lora18.colliding_memo_ckpt(d / "cm.ckpt")),
+    ("ckpt: 2,000 dict keys that are int pairs", "lora", lambda d: lora18.colliding_tuple_keys_ckpt(d / "ct.ckpt")),
+    ("ckpt: tensor offset a 5,000-digit hex INT", "lora", lambda d: lora18.hex_int_offset_ckpt(d / "hx.ckpt")),
+    ("ckpt: storage honestly inflating 1000:1 to 1 GiB", "lora", lambda d: lora18.inflating_ckpt(d / "inf.ckpt")),
+    ("ckpt: four such files in one chain", "lora4", lambda d: lora18.inflating_ckpt(d / "inf4.ckpt")),
+    ("ckpt: empty file (0 bytes)", "lora", lambda d: lora18.empty_file(d / "empty.ckpt")),
 ]
 FAST_CASES = ("ckpt: stride-0 tensor, 2 GiB view of 4 bytes", "safetensors: overlapping offsets")
 
 _CHILD = r"""
 import importlib, json, resource, sys, time, traceback
-module, function, path, cap = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+module, function, path, cap, repeat = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 reader = getattr(importlib.import_module(module), function)
 from wan_egoexo.errors import WanEgoExoError
 def vm_kib():
@@ -73,7 +91,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 result = {}
 try:
-    out = reader(path, device="cpu") if function == "load_transformer" else reader(path)
+    out = reader(path, device="cpu") if function == "load_transformer" else [reader(path) for _ in range(repeat)]
     result["outcome"] = "loaded"
 except BaseException as exc:
     named = isinstance(exc, WanEgoExoError)
@@ -86,14 +104,83 @@ print("RESULT " + json.dumps(result))
 """
 
 
+# The merged-LoRA restore reads the base weights back from the model file. The file is swapped for
+# another model of the same size after loading, its mtime preserved, then the restore runs: the
+# restored weights are compared with the weights as loaded.
+_RESTORE_CHILD = r"""
+import json, os, resource, shutil, subprocess, sys, time, torch
+from wan_egoexo.errors import WanEgoExoError
+from wan_egoexo.lora import merge_loras, restore_base_weights
+from wan_egoexo.models.transformer_loader import load_transformer
+from wan_egoexo.tiny.lora import random_lora_state_dict, save_worldwander_ckpt
+from wan_egoexo.tiny.transformer import build_tiny_transformer, save_transformer_single_file
+folder, how = sys.argv[1], sys.argv[2]
+model, other = os.path.join(folder, "transformer.safetensors"), os.path.join(folder, "other.safetensors")
+save_transformer_single_file(build_tiny_transformer(0), model, prefix="model.diffusion_model.")
+save_transformer_single_file(build_tiny_transformer(1), other, prefix="model.diffusion_model.")
+assert os.path.getsize(model) == os.path.getsize(other)
+lora = save_worldwander_ckpt(random_lora_state_dict(build_tiny_transformer(0), rank=2, seed=3),
+                             os.path.join(folder, "lora.ckpt"))
+transformer = load_transformer(model, device="cpu")
+loaded = {k: v.clone() for k, v in transformer.state_dict().items()}
+merge_loras(transformer, [(str(lora), 1.0)])
+stat = os.stat(model)
+if how == "os.replace + utime":
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(other, model)
+elif how == "cp -p":
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    subprocess.run(["cp", "-p", other, model], check=True)
+else:  # rewritten in place (same inode), then utime
+    data = open(other, "rb").read()
+    with open(model, "r+b") as handle:
+        handle.write(data)
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+result = {}
+try:
+    restore_base_weights(transformer)
+    result["outcome"] = "restored"
+except BaseException as exc:
+    result["outcome"] = type(exc).__name__ + ("" if isinstance(exc, WanEgoExoError) else " (raw)")
+    result["message"] = str(exc)
+result["seconds"] = time.perf_counter() - start
+result["peak_growth_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+now = transformer.state_dict()
+result["max_abs_diff_vs_loaded"] = max(float((now[k].float() - loaded[k].float()).abs().max()) for k in loaded)
+result["weights_differing_from_loaded"] = sum(1 for k in loaded if not torch.equal(now[k], loaded[k]))
+result["file_bytes"] = os.path.getsize(model)
+print("RESULT " + json.dumps(result))
+"""
+RESTORE_CASES = ("os.replace + utime", "cp -p", "rewritten in place + utime")
+
+
+def measure_restore(how: str, code_root: Path, timeout: float) -> dict:
+    name = f"merged-LoRA restore: model file swapped ({how}, same size and mtime)"
+    with tempfile.TemporaryDirectory(prefix="restore_") as folder:
+        try:
+            done = subprocess.run([sys.executable, "-c", _RESTORE_CHILD, folder, how], cwd=code_root,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"case": name, "outcome": f"still running after {timeout:.0f} s (killed)", "seconds": timeout}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        return {"case": name, "outcome": f"process died (exit {done.returncode})", "seconds": 0,
+                "message": done.stderr[-400:]}
+    return {"case": name, **json.loads(lines[-1][len("RESULT "):])}
+
+
 def measure(case_name: str, reader: str, path: Path, code_root: Path, cap_gib: float, timeout: float) -> dict:
     module, function = READERS[reader]
-    command = [sys.executable, "-c", _CHILD, module, function, str(path), str(int(cap_gib * (1 << 30)))]
+    command = [sys.executable, "-c", _CHILD, module, function, str(path), str(int(cap_gib * (1 << 30))),
+               "4" if reader == "lora4" else "1"]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=code_root, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"case": case_name, "outcome": f"still running after {timeout:.0f} s (killed)", "seconds": timeout}
+        return {"case": case_name, "file_bytes": path.stat().st_size,
+                "outcome": f"still running after {timeout:.0f} s (killed)", "seconds": timeout}
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         return {"case": case_name, "outcome": f"process died (exit {done.returncode})",
@@ -120,6 +207,16 @@ def run(argv=None) -> list[dict]:
             row = results[-1]
             print(f"{name:<48} {row.get('file_bytes', 0):>11,} B  {row.get('peak_growth_mib', float('nan')):>9.1f} MiB"
                   f"  {row['seconds']:>7.2f} s  {row['outcome']}: {row.get('message', '')[:160]}", flush=True)
+        for how in RESTORE_CASES if not args.fast else ():
+            if args.only and not any(text in f"restore {how}" for text in args.only):
+                continue
+            results.append(measure_restore(how, args.code_root.resolve(), args.timeout))
+            row = results[-1]
+            growth = row.get('peak_growth_mib', float('nan'))
+            print(f"{row['case']:<48} {row.get('file_bytes', 0):>11,} B  {growth:>9.1f} "
+                  f"MiB  {row['seconds']:>7.2f} s  {row['outcome']}: weights differing from the loaded "
+                  f"{row.get('weights_differing_from_loaded')}, max diff {row.get('max_abs_diff_vs_loaded')} "
+                  f"{row.get('message', '')[:160]}", flush=True)
     common.write_json(args.json, NAME, argv, args, "cpu", results)
     return results
 

@@ -54,6 +54,20 @@ def _nan_lora(models: Path, cache: Path) -> list[str]:
     return ["--no-prompt-cache"]
 
 
+def _truncated_lora(models: Path, cache: Path) -> list[str]:
+    """The default LoRA cut short, as an interrupted download leaves it (issue 18: found in preflight)."""
+    path = next((models / "loras").glob("*.ckpt"))
+    path.write_bytes(path.read_bytes()[:-200])
+    return ["--no-prompt-cache"]
+
+
+def _redos_lora(models: Path, cache: Path) -> list[str]:
+    """An explicit --lora whose adapter metadata holds a backtracking pattern (issue 18)."""
+    from benchmarks.hostile_lora_files import redos_alpha_pattern_safetensors  # noqa: PLC0415
+
+    return ["--no-prompt-cache", "--lora", str(redos_alpha_pattern_safetensors(models / "loras" / "re.safetensors"))]
+
+
 def _option(*extra):
     return lambda models, cache: ["--no-prompt-cache", *extra]
 
@@ -102,6 +116,8 @@ CASES = [
     ("prompt-cache entry: one flipped bit", _damaged_cache("bit")),
     ("prompt-cache entry: wrong width", _damaged_cache("width")),
     ("prompt-cache entry: a directory in its place", _damaged_cache("directory")),
+    ("LoRA .ckpt truncated (an interrupted download)", _truncated_lora),
+    ("--lora with alpha_pattern key ((.*)*)*Z", _redos_lora),
 ]
 
 _KILLED_WRITE = """
@@ -121,20 +137,32 @@ write_video(sys.argv[1], np.zeros((3, 32, 32, 3), np.uint8), 8.0)
 """
 
 
-def _translate(code_root: Path, models: Path, clip: Path, out: Path, extra: list[str]) -> dict:
+def _translate(code_root: Path, models: Path, clip: Path, out: Path, extra: list[str], timeout: float = 600) -> dict:
     # /usr/bin/time is not everywhere: the child reports its own peak RSS through a wrapper.
+    # Each model loader, when called, says so on stderr (LOADING ...): which stages ran before a failure.
     wrapper = ("import resource, runpy, sys; sys.argv = ['wan_egoexo'] + sys.argv[1:]\n"
+               "import wan_egoexo.pipeline.translation as t\n"
+               "def said(name, f):\n"
+               "    def g(*a, **k):\n        print('LOADING', name, file=sys.stderr, flush=True)\n"
+               "        return f(*a, **k)\n    return g\n"
+               "for name in ('load_vae', 'load_transformer', '_encode_text'):\n"
+               "    setattr(t, name, said(name, getattr(t, name)))\n"
                "try:\n    runpy.run_module('wan_egoexo', run_name='__main__')\n"
                "finally:\n    print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
     command = [sys.executable, "-c", wrapper, "translate", "--video", str(clip), "--out", str(out),
                "--models-dir", str(models), *SMALL, *extra]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=code_root, capture_output=True, text=True)
-    result = {"exit": done.returncode, "seconds": round(time.perf_counter() - start, 2)}
+    try:
+        done = subprocess.run(command, cwd=code_root, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"exit": None, "seconds": timeout, "peak_rss_mib": None, "traceback_lines": 0,
+                "message": f"still running after {timeout:.0f} s (killed)"}
+    result = {"exit": done.returncode, "seconds": round(time.perf_counter() - start, 2),
+              "loaded": [line.split()[1] for line in done.stderr.splitlines() if line.startswith("LOADING ")]}
     peak = [line for line in done.stderr.splitlines() if line.startswith("PEAK_KIB")]
     result["peak_rss_mib"] = round(int(peak[-1].split()[1]) / 1024) if peak else None
     lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()
-             and not line.startswith("PEAK_KIB") and "step/s" not in line and "sampling:" not in line]
+             and not line.startswith(("PEAK_KIB", "LOADING ")) and "step/s" not in line and "sampling:" not in line]
     errors = [line for line in lines if line.startswith(("error:", "Traceback")) or "Error" in line[:40]]
     result["message"] = (errors[-1] if errors else (lines[-1] if lines else ""))[:400]
     result["traceback_lines"] = sum(1 for line in done.stderr.splitlines() if line.startswith("  File "))
@@ -173,6 +201,7 @@ def run(argv=None) -> list[dict]:
     parser.add_argument("--only", action="append", default=None, help="run only cases containing this text")
     parser.add_argument("--fast", action="store_true", help="CI mode: the LoRA-strength case and the kill -9 case")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is killed")
     args = parser.parse_args(argv)
     if args.fast:
         args.only = ["--lora-strength", "kill"]
@@ -193,9 +222,11 @@ def run(argv=None) -> list[dict]:
                 extra = setup(models, cache, lambda e: _translate(code_root, models, clip, case_dir / "first.mp4", e))
             else:
                 extra = setup(models, cache)
-            row = {"case": name, **_translate(code_root, models, clip, out, extra), **_output_summary(out)}
+            row = {"case": name, **_translate(code_root, models, clip, out, extra, args.timeout),
+                   **_output_summary(out)}
             results.append(row)
             print(f"{name:<46} exit {row['exit']}  {row['seconds']:>6.1f} s  {row['peak_rss_mib']} MiB  "
+                  f"loaded={row.get('loaded')}  "
                   f"written={row['written']} mean={row.get('mean_pixel', '-')}  {row['message'][:150]}", flush=True)
         if not args.only or any("kill" in text for text in args.only):
             results.append(kill9_case(code_root, work))

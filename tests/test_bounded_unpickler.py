@@ -15,7 +15,8 @@ from wan_egoexo.lora.bounded_unpickler import (Hook, InertGlobal, InertObject, P
 PLAIN_VALUES = [
     0, -1, 255, 65535, 2**31, -2**63, 2**200, 1.5, -0.0, float("inf"), "", "é\n\\ \x00 ☃", b"", b"\x00\xff" * 3,
     bytearray(b"ab"), (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1, [2, [3]]], {}, {"a": 1, 2: (3, 4)},
-    collections.OrderedDict([("b", 1), ("a", 2)]), {1, 2, "x"}, frozenset({(1, 2)}), True, False, None,
+    collections.OrderedDict([("b", 1), ("a", 2)]), {1, 2, "x", -2**61 + 2}, frozenset({("a", b"b", None)}), True,
+    False, None,
     complex(1, -2), slice(1, None, 2), {"shared": [[0]] * 3, "nested": {"k": {"l": [b"x", "y"]}}},
 ]
 
@@ -91,14 +92,18 @@ def test_hooks_are_the_only_callables_and_their_errors_are_refusals():
     (b"\x80\x02" + b"".join(b"cmod\nname%d\n0" % i for i in range(11)) + b"N.", "more than 10 different globals"),
     (b"\x80\x02]" + b"K\x01a" * 50 + b"q\x00" + b"cbuiltins\ntuple\nh\x00\x85R0" * 5 + b".", "copies more than 100"),
     (b"\x80\x02r\xff\xff\xff\x7f.", "empty"),  # LONG_BINPUT 2**31-1 with nothing to store
-    (b"\x80\x02N" + b"r\xff\xff\xff\x7fh\x05.", "never written"),
+    (b"\x80\x02N" + b"r\xff\xff\xff\x7fh\x05.", "memo slot 2,147,483,647 after 3 opcodes"),
+    (b"\x80\x02N" + b"q\x05h\x05.", "memo slot 5 after 3 opcodes"),
     (b"\x80\x02\x8e" + struct.pack("<Q", 1 << 40) + b".", "truncated"),
     (b"\x80\x02X" + struct.pack("<I", 0xFFFFFFFF) + b".", "truncated"),
     (b"\x80\x02\x8b" + struct.pack("<i", 1 << 20) + b"\x00" * 8 + b".", "at most 255 bytes"),
     (b"\x80\x02\x82\x01.", "extension registry"),
     (b"\x80\x05\x97.", "out-of-band"),
     (b"\x80\x02K\x01K\x02\x86\x85}(h\x00K\x01u.", "never written"),
-    (b"\x80\x02}K\x01K\x02\x86\x85K\x03s.", "nested tuple"),
+    (b"\x80\x02}K\x01K\x02\x86\x85K\x03s.", "tuple holding something other than strings"),
+    (b"\x80\x02}G" + struct.pack(">d", 2.0**61) + b"Ns.", "key or set member is a float"),
+    (b"\x80\x02\x8f(\x8a\x08" + (2**61 - 1).to_bytes(8, "little") + b"\x90.", "integer of 61 bits"),
+    (b"\x80\x02I0x" + b"f" * 300 + b"\n.", "text integer of 302 characters"),
     (b"\x80\x02}]K\x03s.", "is a list"),
     (b"\x80\x02K\x01", "no STOP"),
     (b"\x80\x02\xff.", "not a pickle opcode"),
@@ -121,3 +126,12 @@ def test_inert_records_collect_state_items_and_elements():
     got = _load(data)
     assert isinstance(got, InertObject) and got.origin == "collections.Counter" and got.args[0] == {"a": 2}
     assert isinstance(_load(b"\x80\x02cmod\nName\n."), InertGlobal)
+
+
+def test_keys_that_cannot_collide_are_read():
+    """Inside the key bounds: ints below 2**61 - 1 hash to themselves, strings hash with a secret,
+    our inert records by identity."""
+    keys = [2**61 - 2, -(2**61 - 2), 2**40, "a", b"b", ("a", b"b", None, True)]
+    assert _load(pickle.dumps({k: i for i, k in enumerate(keys)}, protocol=2)) == {k: i for i, k in enumerate(keys)}
+    (key, value), = _load(b"\x80\x02}cmod\nName\n)RK\x01s.").items()
+    assert isinstance(key, InertObject) and key.origin == "mod.Name" and value == 1

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from benchmarks import hostile_files as hostile
+from benchmarks import hostile_lora_files as lora18
 from benchmarks.common import peak_memory
 from wan_egoexo.models.checkpoint_files import load_safetensors
 from wan_egoexo.errors import WanEgoExoError
@@ -205,6 +206,12 @@ _HOSTILE_OPS = [
     b"c" + CANARY_MODULE.encode() + b"\nrun\n)R", b"cposix\nsystem\nX\x04\x00\x00\x00true\x85R",
     b"\x82\x01", b"h\xfe", b"j\xff\xff\xff\x00", b"]q\x00" + b"cbuiltins\nlist\nh\x00\x85R0" * 50,
     b"\x8b" + struct.pack("<i", 1 << 30), b"0" * 50, b"b", b"R", b"s", b"u", b"e", b"\x81", b"\x92",
+    # issue 18: keys that hash alike, memo slots and text integers beyond their bounds
+    b"}(" + b"".join(lora18._long1(k) + b"N" for k in lora18.colliding_keys(50)) + b"u0",
+    b"\x8f(" + b"".join(lora18._long1(k) for k in lora18.colliding_keys(50)) + b"\x900",
+    b"N" + b"".join(b"p%d\n" % k for k in lora18.colliding_keys(20)) + b"0", b"Np" + b"9" * 30 + b"\n0",
+    b"I0x" + b"f" * 400 + b"\n0", b"L" + b"7" * 300 + b"L\n0", b"}G" + struct.pack(">d", 2.0**61) + b"Ns0",
+    b"}(K\x01K\x02tNs0", b"}(X\x01\x00\x00\x00a\x8a\x01\x05tNs0",
 ]
 
 
@@ -355,3 +362,4 @@ def test_fuzzed_prompt_cache_entries(base, tmp_path, case):
     assert result is None or torch.equal(result, base["embedding"]), f"{what}: damaged numbers were returned"
     if mutated != data and kind in ("data", "nan"):
         assert result is None, f"{what}: changed tensor bytes were not detected"
+

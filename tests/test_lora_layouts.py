@@ -214,3 +214,28 @@ def test_convert_warns_about_keys_it_leaves_out(tmp_path, lora_state):
         keys = set(handle.keys())
     assert keys == {f"diffusion_model.{original_name(m)}.{half}.weight"
                     for m in split_peft(lora_state) for half in ("lora_down", "lora_up")}
+
+
+@pytest.mark.parametrize("layout", ["peft", "original", "kohya", "ckpt"])
+def test_the_preflight_check_describes_the_modules_the_read_gives(tmp_path, lora_state, layout):
+    """check_lora_file reads no tensor data, yet finds the same modules, ranks, shapes, alphas and
+    unusable keys as read_lora_file."""
+    from wan_egoexo.lora.layouts import check_lora_file
+
+    state = dict(lora_state)
+    path = tmp_path / f"{layout}.safetensors"
+    if layout == "peft":
+        write_peft(state, path, prefix="transformer.")
+    elif layout == "original":
+        write_original(state, path, alpha=3.0, down_up=True)
+    elif layout == "kohya":
+        write_kohya(state, path, alpha=5.0)
+    else:
+        path = save_worldwander_ckpt(state, tmp_path / "w.ckpt")
+    read, checked = read_lora_file(path), check_lora_file(path)
+    assert (checked.layout, checked.unrecognized) == (read.layout, read.unrecognized)
+    assert set(checked.modules) == set(read.modules) and read.modules
+    for name, module in read.modules.items():
+        other = checked.modules[name]
+        assert other.down.device.type == "meta" and other.down.shape == module.down.shape
+        assert other.up.shape == module.up.shape and other.alpha == module.alpha

@@ -2,6 +2,7 @@
 the model file, or from the CPU copy of a model built in memory)."""
 
 import os
+import subprocess
 
 import pytest
 import torch
@@ -115,6 +116,65 @@ def test_a_changed_model_file_is_refused_by_name(files, tmp_path):
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(ModelFileError, match="changed or disappeared since the transformer was loaded"):
         restore_base_weights(model)
+
+
+def _swap(model_file, other, how):
+    """Put ``other`` (the same size) in ``model_file``'s place, with ``model_file``'s mtime kept."""
+    stat = model_file.stat()
+    if how == "os.replace + utime":
+        os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(other, model_file)
+    elif how == "cp -p":
+        os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        subprocess.run(["cp", "-p", str(other), str(model_file)], check=True)
+    else:  # the same inode, rewritten in place; only the change time tells
+        with open(model_file, "r+b") as handle:
+            handle.write(other.read_bytes())
+        os.utime(model_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = model_file.stat()
+    assert (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)  # the old stamp would pass
+
+
+@pytest.mark.parametrize("how", ["os.replace + utime", "cp -p", "in place + utime"])
+def test_a_same_size_model_file_put_in_place_with_its_mtime_is_refused_not_mixed(files, tmp_path, how):
+    """Another tiny transformer of the same architecture (same size) replaces the file after loading:
+    the restore refuses it by name before any weight is written, and keeps refusing."""
+    _, a, _ = files
+    model_file, other = tmp_path / "model.safetensors", tmp_path / "other.safetensors"
+    save_transformer_single_file(build_tiny_transformer(0), model_file, dtype=torch.float16)
+    save_transformer_single_file(build_tiny_transformer(1), other, dtype=torch.float16)
+    model = load_transformer(model_file, "cpu", "fp32")
+    merge_loras(model, [(a, 1.0)])
+    merged = _state(model)
+    _swap(model_file, other, how)
+    with pytest.raises(ModelFileError, match="model.safetensors: changed or disappeared|model.safetensors: tensor "):
+        restore_base_weights(model)
+    assert all(torch.equal(merged[name], tensor) for name, tensor in model.state_dict().items())  # nothing mixed
+    with pytest.raises(ModelFileError):
+        set_merged_loras(model, [])
+
+
+def test_the_content_check_alone_refuses_another_models_tensors(files, tmp_path, monkeypatch):
+    """With the stamp fooled as well (a file system without change times), the sampled rows differ."""
+    import wan_egoexo.models.weight_source as weight_source
+
+    _, a, _ = files
+    model_file, other = tmp_path / "model.safetensors", tmp_path / "other.safetensors"
+    save_transformer_single_file(build_tiny_transformer(0), model_file, dtype=torch.float16)
+    save_transformer_single_file(build_tiny_transformer(1), other, dtype=torch.float16)
+    model = load_transformer(model_file, "cpu", "fp32")
+    merge_loras(model, [(a, 1.0)])
+    os.replace(other, model_file)
+    monkeypatch.setattr(weight_source, "_check_stamp", lambda source, file: None)
+    with pytest.raises(ModelFileError, match=r"tensor \S+ no longer holds the values loaded from it"):
+        restore_base_weights(model)
+    monkeypatch.undo()
+    # the same bytes again (a copy of the original): the restore is bit for bit
+    save_transformer_single_file(build_tiny_transformer(0), model_file, dtype=torch.float16)
+    monkeypatch.setattr(weight_source, "_check_stamp", lambda source, file: None)
+    restore_base_weights(model)
+    fresh = load_transformer(model_file, "cpu", "fp32")
+    assert all(torch.equal(fresh.state_dict()[name], tensor) for name, tensor in model.state_dict().items())
 
 
 def test_merging_is_all_or_nothing_and_refuses_mixed_states(files, tmp_path):

@@ -200,3 +200,38 @@ def test_the_python_api_checks_before_loading_too(models, clip, tmp_path, no_mod
     with pytest.raises(InputError, match="start_frame: 10 is past the end"):
         translate_file(files, "exo2ego", clip, tmp_path / "clip.mp4", fit=FitOptions(width=32, height=32,
                                                                                     start_frame=10))
+
+
+def test_a_damaged_lora_is_found_before_any_model_loads(models, clip, tmp_path, capsys, no_model_may_load):
+    """From its header or index alone: an explicit --lora with the other problems, the default one of
+    the models folder before anything loads."""
+    import shutil
+
+    from benchmarks import hostile_lora_files as hostile
+
+    bad = hostile.redos_alpha_pattern_safetensors(tmp_path / "re.safetensors")
+    err = failure(models, capsys, "--video", str(clip), "--out", str(tmp_path / "x.avi"), "--lora", str(bad))
+    assert "2 problems with the run (nothing was loaded)" in err and "x.avi cannot hold H.264" in err
+    assert f"lora: {bad}: lora_adapter_metadata: alpha_pattern has the key '((.*)*)*Z'" in err
+    folder = tmp_path / "models"
+    shutil.copytree(models, folder)
+    for lora in (folder / "loras").glob("*.ckpt"):
+        lora.write_bytes(lora.read_bytes()[:-200])  # an interrupted download: no zip directory
+    err = failure(folder, capsys, "--video", str(clip), "--out", str(tmp_path / "o.mp4"))
+    assert "loras/" in err and "is truncated or corrupted: its zip directory cannot be read" in err, err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_the_python_api_checks_the_lora_before_loading(models, clip, tmp_path, no_model_may_load):
+    import dataclasses
+
+    from benchmarks import hostile_lora_files as hostile
+    from wan_egoexo.in_context.tasks import EXO2EGO
+    from wan_egoexo.models.model_files import find_model_files
+    from wan_egoexo.pipeline.translation import translate_file
+    from wan_egoexo.video.fit import FitOptions
+
+    files = dataclasses.replace(find_model_files(EXO2EGO, models),
+                                lora=hostile.bad_metadata_safetensors(tmp_path / "nan.safetensors", "lora_alpha 'nan'"))
+    with pytest.raises(InputError, match=r"lora: \S+nan\.safetensors: lora_adapter_metadata: lora_alpha is \"nan\""):
+        translate_file(files, "exo2ego", clip, tmp_path / "clip.mp4", fit=FitOptions(width=32, height=32))

@@ -14,7 +14,7 @@ from ..pipeline.batch import is_batch_source, list_clips, parse_shard, run_batch
 from ..errors import InputError
 from ..models.model_files import find_model_files
 from ..pipeline.translation import load_models, translate_clip
-from ..pipeline.preflight import Problems, check_options, check_run
+from ..pipeline.preflight import Problems, check_lora, check_options, check_run
 from ..sampling.sampler import SamplingSettings
 from ..in_context.tasks import get_task
 from ..video.fit import FitOptions, summarize
@@ -168,7 +168,12 @@ def run_translate(args) -> int:
                              "processes; a single clip runs in one process.")
         clips = list_clips(video) if batch else [Path(video)]
         shard = parse_shard(args.shard) if batch and args.jobs == 1 else (0, 1)
-        jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard, problems)
+        # An explicit --lora is checked with the other inputs (a missing one is reported with the model
+        # files, with where to get it); the default LoRA once the models folder has been searched.
+        given_lora = None if args.no_lora or args.demo or not args.lora else Path(args.lora).expanduser()
+        given_lora = given_lora if given_lora is not None and given_lora.is_file() else None
+        jobs, skipped = check_run(task, clips, out, fit, args.input_fps, reference, batch, shard, problems,
+                                  lora=given_lora)
         if args.jobs > 1:
             return _spawn_jobs(args)  # every clip checked above; each process checks its own shard again
         if batch and not jobs:  # every output exists: nothing to load
@@ -176,6 +181,8 @@ def run_translate(args) -> int:
             print(report.summary())
             return report.exit_code
         files = _model_files(args, task, Path(work))
+        if files.lora is not None and given_lora is None:
+            check_lora(files.lora)  # before any model loads
         device, dtype = ("cpu", "fp32") if args.demo else (args.device, args.dtype)
         plan = memory_plan(args, task, _largest(fit, jobs) if jobs else fit, windows, settings, device,
                            files.lora is not None)

@@ -13,7 +13,12 @@ caller's own hooks, and:
 - every opcode counts against ``max_opcodes``;
 - every element a constructor copies counts against ``max_copied_items``;
 - each distinct global named counts against ``max_globals`` (the rest are memoised look-ups);
-- dict keys and set members must be scalars or flat tuples of scalars, so hashing is never deep.
+- memo slots are numbered below the count of opcodes read (a pickler numbers them 0, 1, 2, ...);
+- dict keys and set members are None, bools, ints of magnitude below 2**61 - 1, strings, or short
+  flat tuples of strings (``pickle_opcodes.check_key``): hashing is never deep, and no family of
+  keys that hash alike exists (Python hashes ints modulo 2**61 - 1, so 40,000 keys ``1 + k*(2**61-1)``
+  once took 9.5 s and 160,000 of them 750 s; below the modulus every int hashes to itself);
+- text integers are at most 256 characters, binary ones 255 bytes (sizes and messages stay cheap).
 
 What a pickle can build: None, bools, numbers, str, bytes, bytearray, list, tuple, dict, set,
 frozenset, ``collections.OrderedDict``, complex and slice values; whatever the caller's ``resolve``

@@ -3,6 +3,10 @@ entries is read from the end record before ``zipfile`` parses the directory, and
 checked against the archive (not encrypted, stored or deflated, a declared size its compressed bytes
 can really hold) before a byte of it is read. Every refusal is a ModelFileError naming the file.
 
+The data records read from one archive (the tensor storages) may add up to at most MAX_INFLATION
+times the file's size: each record's declared size is checked against what is left of that budget
+before it is read. (The pickle is bounded on its own: its size limit and the interpreter's.)
+
 Why: ``zipfile`` trusts the directory. A 669-byte file whose directory claims a 3 GiB record made
 the checkpoint reader allocate 3 GiB before failing; encrypted and PPMd records ended in a raw
 RuntimeError / NotImplementedError.
@@ -20,6 +24,12 @@ from ..errors import ModelFileError
 # Deflate's best case codes a 258-byte match in about 2 bits, so no deflate stream expands by more
 # than 1032:1 (zlib's documented limit): a record that claims more than that is lying.
 DEFLATE_MAX_RATIO = 1032
+# What all the data records read from one archive may add up to: a small multiple of the file's size
+# (plus a floor for tiny files). torch.save stores its records uncompressed, so a checkpoint's
+# records hold at most the file's size; a deflated one that honestly expands 1000:1 (a 1 MB file, a
+# 1 GiB tensor) is refused before it is inflated.
+MAX_INFLATION = 4
+INFLATION_FLOOR = 1 << 20
 _LOCAL_HEADER_BYTES = 30
 _END_RECORD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
@@ -58,6 +68,8 @@ class CheckedZip:
     def __init__(self, path, expected: str, max_entries: int = 100_000):
         self.path, self.expected = Path(path), expected
         self.size = self.path.stat().st_size
+        self.budget = max(MAX_INFLATION * self.size, INFLATION_FLOOR)
+        self.inflated = 0  # bytes of the records read so far
         entries = _declared_entries(self.path, self.size)
         if entries is not None and entries > max_entries:
             raise ModelFileError(self.path, f"is a zip archive of {entries:,} records; at most {max_entries:,} are "
@@ -102,17 +114,36 @@ class CheckedZip:
                                  self.expected)
         return info
 
-    def read(self, name: str, max_bytes: int, expected_bytes: int | None = None,
-             writable: bool = False) -> bytes | bytearray | None:
-        """The bytes of record ``name`` (None when absent), at most ``max_bytes`` and, when given,
-        exactly ``expected_bytes``; nothing larger than the checked size is ever allocated.
-        ``writable`` returns a bytearray (for torch.frombuffer)."""
+    def check_record(self, name: str, max_bytes: int, expected_bytes: int | None = None,
+                     budgeted: bool = True) -> zipfile.ZipInfo | None:
+        """Every check of ``read`` that needs no read (checked_info, the expected size, and, when
+        ``budgeted``, the archive's inflation budget, which this record's size is then charged
+        against); None when absent."""
         info = self.checked_info(name, max_bytes)
         if info is None:
             return None
         if expected_bytes is not None and info.file_size != expected_bytes:
             raise ModelFileError(self.path, f"record {name} holds {info.file_size:,} bytes, but its tensor storage "
                                  f"needs {expected_bytes:,}.", "an intact checkpoint")
+        if budgeted and self.inflated + info.file_size > self.budget:
+            raise ModelFileError(self.path, f"record {name} inflates to {info.file_size:,} bytes, which brings the "
+                                 f"records read to {self.inflated + info.file_size:,} bytes from a {self.size:,}-byte "
+                                 f"file (at most {MAX_INFLATION} times its size are read; torch.save stores records "
+                                 "uncompressed).", f"{self.expected}, whose records hold at most {MAX_INFLATION} times "
+                                 "the file's size")
+        if budgeted:
+            self.inflated += info.file_size
+        return info
+
+    def read(self, name: str, max_bytes: int, expected_bytes: int | None = None,
+             writable: bool = False, budgeted: bool = True) -> bytes | bytearray | None:
+        """The bytes of record ``name`` (None when absent), at most ``max_bytes`` and, when given,
+        exactly ``expected_bytes``; nothing larger than the checked size is ever allocated.
+        ``writable`` returns a bytearray (for torch.frombuffer); ``budgeted``: charged against the
+        inflation budget (False for records bounded otherwise, such as the pickle)."""
+        info = self.check_record(name, max_bytes, expected_bytes, budgeted)
+        if info is None:
+            return None
         try:
             with self.zip.open(info) as handle:
                 if writable:

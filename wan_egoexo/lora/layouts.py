@@ -34,9 +34,11 @@ from pathlib import Path
 
 import torch
 
-from ..models.checkpoint_files import load_safetensors, read_safetensors_header, read_safetensors_metadata
+from ..models.checkpoint_files import (SAFETENSORS_DTYPES, TensorInfo, load_safetensors,
+                                       read_safetensors_header_and_metadata)
 from ..errors import ModelFileError
-from .safe_checkpoint import load_checkpoint_tensors
+from .adapter_metadata import AdapterMetadata, parse_adapter_metadata
+from .safe_checkpoint import inspect_checkpoint_tensors, load_checkpoint_tensors
 
 EXPECTED_LORA = "a LoRA for Wan2.2-TI2V-5B (.safetensors or WorldWander .ckpt)"
 
@@ -165,34 +167,19 @@ def _parse_key(key: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _metadata_alpha(name: str, rank: int, metadata: dict) -> float | None:
-    """The alpha diffusers' ``lora_adapter_metadata`` (a LoraConfig as JSON) gives a module."""
-    alpha = metadata.get("lora_alpha")
-    for pattern, value in (metadata.get("alpha_pattern") or {}).items():
-        pattern = pattern.removeprefix("transformer.")
-        anchored = pattern.startswith("^")
-        regex = pattern[1:] if anchored else rf"(.*\.)?({pattern})"
-        if re.fullmatch(regex, name):
-            alpha = value
-            break
-    if alpha is None:
-        return None
-    if metadata.get("use_rslora"):  # scale alpha / sqrt(r), written here as an equivalent plain alpha
-        return float(alpha) * math.sqrt(rank)
-    return float(alpha)
-
-
 def normalize_lora_state_dict(state_dict: dict, source: str | os.PathLike = "<state dict>", *,
-                              peft_metadata: dict | None = None) -> LoraWeights:
+                              peft_metadata: AdapterMetadata | dict | None = None) -> LoraWeights:
     """Normalise a LoRA state dict of any supported layout (see the module docstring).
 
-    ``peft_metadata``: diffusers' ``lora_adapter_metadata`` (LoraConfig fields), used for the alpha
-    of modules whose keys carry none. Keys that cannot be interpreted (``.diff``, ``dora_scale``,
-    conv LoRAs, a half without its partner, unknown names in the kohya layout, duplicates) are
+    ``peft_metadata``: diffusers' ``lora_adapter_metadata`` (LoraConfig fields, checked by
+    adapter_metadata, or the parsed JSON object itself), used for the alpha of modules whose keys
+    carry none. Keys that cannot be interpreted (``.diff``, ``dora_scale``, conv LoRAs, a half without its partner, unknown names in the kohya layout, duplicates) are
     listed in ``unrecognized``. Raises ModelFileError naming ``source`` when nothing is a LoRA or the
     down/up halves of a module disagree.
     """
     source = str(source)
+    if isinstance(peft_metadata, dict):
+        peft_metadata = parse_adapter_metadata(source, json.dumps(peft_metadata))
     groups: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
     unrecognized: list[str] = []
     layouts: collections.Counter = collections.Counter()
@@ -222,8 +209,10 @@ def normalize_lora_state_dict(state_dict: dict, source: str | os.PathLike = "<st
                 raise ModelFileError(source, f"{parts['alpha'][0]} has shape {tuple(alpha_tensor.shape)}.",
                                      "a scalar alpha")
             alpha = float(alpha_tensor.float().item())
-        elif peft_metadata:
-            alpha = _metadata_alpha(name, down.shape[0], peft_metadata)
+            if not math.isfinite(alpha):  # the merged or unfused result would be NaN, blamed on other things
+                raise ModelFileError(source, f"{parts['alpha'][0]} is {alpha}.", "a finite alpha")
+        elif peft_metadata is not None:
+            alpha = peft_metadata.alpha_for(name, down.shape[0])
         modules[name] = LoraModule(down=down, up=up, alpha=alpha, keys=keys)
 
     if not modules:
@@ -235,39 +224,85 @@ def normalize_lora_state_dict(state_dict: dict, source: str | os.PathLike = "<st
     return LoraWeights(modules=modules, unrecognized=unrecognized, source=source, layout=layout)
 
 
-def _adapter_metadata(path: Path) -> dict | None:
-    raw = read_safetensors_metadata(path).get("lora_adapter_metadata")
-    if not raw:
-        return None
-    try:
-        metadata = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(metadata, dict):
-        return None
-    # A pipeline-level save prefixes every field with the component name.
-    prefixed = {k.removeprefix("transformer."): v for k, v in metadata.items() if k.startswith("transformer.")}
-    return prefixed or metadata
+_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+def _lora_file_kind(path: Path) -> str:
+    """'checkpoint' or 'safetensors' by the file's first bytes; a ModelFileError for an empty file, a
+    legacy pickle, or a short file named like a checkpoint."""
+    if not path.is_file():
+        raise ModelFileError(path, "no such file." if not path.exists() else "is not a regular file.", EXPECTED_LORA)
+    with open(path, "rb") as handle:
+        magic = handle.read(9)
+    if not magic:
+        raise ModelFileError(path, "is empty (0 bytes): an interrupted download or copy?", EXPECTED_LORA)
+    if magic[:4] == b"PK\x03\x04":
+        return "checkpoint"
+    # An 8-byte little-endian header length, then JSON. (Checked before the pickle's \x80: a header
+    # length whose low byte is 128 also starts with it.)
+    looks_safetensors = len(magic) == 9 and magic[8:] == b"{"
+    if magic[:1] == b"\x80" and not looks_safetensors:
+        raise ModelFileError(path, "is a legacy (pre-1.6) torch.save file or a bare pickle, which cannot be read "
+                             "safely.", EXPECTED_LORA)
+    if path.suffix.lower() in _CHECKPOINT_SUFFIXES and not looks_safetensors:
+        raise ModelFileError(path, f"is not a zip-format PyTorch checkpoint: its {path.stat().st_size:,} bytes do not "
+                             "start with a zip record (a damaged or incomplete file?), nor is it a safetensors file.",
+                             EXPECTED_LORA)
+    return "safetensors"
+
+
+def _checked_safetensors_header(path: Path):
+    header, metadata = read_safetensors_header_and_metadata(path, EXPECTED_LORA)
+    if not any("lora" in key.lower() for key in header):
+        raise ModelFileError(path, f"holds no LoRA tensors ({len(header)} tensors, none with 'lora' in its name).",
+                             EXPECTED_LORA)
+    return header, parse_adapter_metadata(path, metadata.get("lora_adapter_metadata"))
 
 
 def read_lora_file(path: str | os.PathLike) -> LoraWeights:
     """Read a LoRA file of any supported layout: a safetensors file, or a PyTorch zip checkpoint
     (``.ckpt`` / ``.pt`` / ``.pth``, read without executing pickled code). The file is recognised by
-    its content, not its extension; the safetensors header is checked before any tensor is read."""
+    its content, not its extension; the safetensors header and its adapter metadata are checked
+    before any tensor is read."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "no such file.", EXPECTED_LORA)
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic == b"PK\x03\x04":
+    if _lora_file_kind(path) == "checkpoint":
         weights = normalize_lora_state_dict(load_checkpoint_tensors(path), path)
         weights.layout = f"checkpoint ({weights.layout} names)"
         return weights
-    if magic[:1] == b"\x80":
-        raise ModelFileError(path, "is a legacy (pre-1.6) torch.save file or a bare pickle, which cannot be read "
-                             "safely.", EXPECTED_LORA)
-    header = read_safetensors_header(path)
-    if not any("lora" in key.lower() for key in header):
-        raise ModelFileError(path, f"holds no LoRA tensors ({len(header)} tensors, none with 'lora' in its name).",
-                             EXPECTED_LORA)
-    return normalize_lora_state_dict(load_safetensors(path), path, peft_metadata=_adapter_metadata(path))
+    _header, metadata = _checked_safetensors_header(path)
+    return normalize_lora_state_dict(load_safetensors(path), path, peft_metadata=metadata)
+
+
+def _shape_only(value) -> torch.Tensor:
+    """A tensor read (kept), or an empty "meta" tensor of a header entry's / checkpoint reference's shape."""
+    if torch.is_tensor(value):
+        return value
+    if isinstance(value, TensorInfo):
+        return torch.empty(value.shape, dtype=SAFETENSORS_DTYPES[value.dtype], device="meta")
+    return torch.empty(value.size, dtype=value.dtype, device="meta")  # a safe_checkpoint.TensorRef
+
+
+def check_lora_file(path: str | os.PathLike) -> LoraWeights:
+    """Every check of read_lora_file that reads no tensor data (a preflight check, before any model
+    loads): the safetensors header and its adapter metadata, or the checkpoint's zip directory, pickle
+    and tensor views; then the LoRA modules the keys and shapes describe. Returns the LoraWeights
+    with empty ("meta") tensors, which hold the shapes but no data; only the alpha scalars are read
+    (a few bytes each), so the alphas are the file's."""
+    path = Path(path)
+
+    def scalar_alpha(key: str, shape) -> bool:  # the only tensors read: a few bytes each
+        return key.endswith(".alpha") and math.prod(shape) == 1
+
+    if _lora_file_kind(path) == "checkpoint":
+        found = inspect_checkpoint_tensors(path, read=lambda key, ref: scalar_alpha(key, ref.size))
+        metadata, layout = None, "checkpoint ({} names)"
+    else:
+        header, metadata = _checked_safetensors_header(path)
+        keys = [key for key, info in header.items() if scalar_alpha(key, info.shape)]
+        alphas = load_safetensors(path, keys) if keys else {}
+        found = {key: alphas.get(key, info) for key, info in header.items()}
+        layout = "{}"
+    weights = normalize_lora_state_dict({key: _shape_only(value) for key, value in found.items()}, path,
+                                        peft_metadata=metadata)
+    weights.layout = layout.format(weights.layout)
+    return weights

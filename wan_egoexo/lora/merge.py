@@ -12,6 +12,10 @@ memory, only reading them (for the WorldWander LoRA, the ten linears of every bl
 parameters, 9.8 GB of the 5B's fp16 file, from the page cache or the disk). A transformer built in
 memory has no file: its touched weights are copied to CPU memory before the first merge, at their
 size. Weights are edited in place (``.data.copy_``), so block offloading's CPU copies follow.
+Before a file is read back it is verified: its stamp (size, mtime, inode, device, ctime) and a few
+rows of every touched tensor, sampled from memory before the merge (2 KB or less each), against the
+same rows read from the file; a file replaced since loading (``cp -p``, ``rsync -t``) is refused by
+name before any weight is written back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from ..errors import InputError, NonFiniteError
 from ..finite_checks import all_finite
-from ..models.weight_source import read_original, weight_source
+from ..models.weight_source import read_original, sample_weight, verify_originals, weight_source
 from .layouts import read_lora_file
 from .matching import match_lora_modules, warn_not_loaded
 from .stack import lora_chain
@@ -35,6 +39,8 @@ class _MergedState:
     chain: dict[str, float] = field(default_factory=dict)  # adapter name -> strength, in merge order
     touched: list[str] = field(default_factory=list)  # parameter names changed in place
     backup: dict[str, torch.Tensor] = field(default_factory=dict)  # CPU copies, when there is no file
+    # a few rows of each weight read back from its file, as they were before the merge (weight_source)
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def merged_loras(transformer) -> dict[str, float]:
@@ -94,6 +100,8 @@ def merge_loras(transformer, loras, device=None) -> list[str]:
                 weight = layers[layer_name].weight.data
                 if source is None or name not in source.keys:
                     state.backup[name] = weight.to("cpu", copy=True)
+                else:
+                    state.samples[name] = sample_weight(weight)
                 state.touched.append(name)
                 total = weight.to(compute, torch.float32, copy=True)
                 for factor, module in terms:
@@ -142,12 +150,17 @@ def _original(state: _MergedState, source, name: str, weight: torch.Tensor) -> t
 
 
 def restore_base_weights(transformer) -> None:
-    """Put every weight a merge changed back, bit for bit (from the model file, else the CPU copy)."""
+    """Put every weight a merge changed back, bit for bit (from the model file, else the CPU copy).
+    The model file is verified first (its stamp, and sampled rows of every tensor to be read against
+    the weights before the merge): a file replaced since loading is refused by name before any
+    weight is written, and the merged state is kept, so every later restore refuses it too."""
     state = transformer.__dict__.get(_STATE_ATTR)
     if state is None:
         return
     source = weight_source(transformer)
     parameters = dict(transformer.named_parameters())
+    if state.samples:
+        verify_originals(source, state.samples, {name: parameters[name].data for name in state.samples})
     with torch.no_grad():
         for name in state.touched:
             weight = parameters[name].data

@@ -18,6 +18,7 @@ class Machine(Protocol):
     stack: list
     metastack: list
     memo: dict
+    opcodes: int  # read so far, this one included
 
     def take(self, count: int) -> bytes: ...
     def unpack(self, fmt: str): ...
@@ -39,14 +40,43 @@ class PickleRefused(Exception):
 
 CONTAINERS = (list, dict, set, frozenset, tuple, bytearray)
 
+# Python hashes an int modulo this prime (sys.hash_info.modulus), so every int of the family
+# 1 + k * (2**61 - 1) hashes to 1 and a dict of n of them costs n**2 / 2 probes (40,000 keys in a 1 MB
+# file: 9.5 s). Below it an int hashes to itself (-1 excepted, which shares -2's hash): no two keys
+# in that range share a hash, beyond that one pair, so no family of colliding int keys exists.
+INT_KEY_LIMIT = 2**61 - 1
+MAX_TUPLE_KEY_ITEMS = 16
+MAX_TEXT_INT_CHARS = 256  # a text INT / LONG argument; binary LONGs are held to 255 bytes alike
+
 
 def check_key(key) -> None:
-    """Dict keys and set members must hash cheaply: scalars, or tuples of scalars (never nested)."""
-    if isinstance(key, (tuple, frozenset)):
-        if any(isinstance(item, CONTAINERS) for item in key):
-            raise PickleRefused("a dict key or set member is a nested tuple; only flat tuples of scalars are read")
-    elif isinstance(key, CONTAINERS):
-        raise PickleRefused(f"a dict key or set member is a {type(key).__name__}")
+    """Dict keys and set members must hash cheaply and without crafted collisions: None, bools, ints
+    of magnitude below INT_KEY_LIMIT (whose hashes are all different), str and bytes (hashed with
+    SipHash under a per-process secret, so collisions cannot be prepared in a file, and once per
+    object), or short tuples / frozensets of None, bools, str and bytes. Numbers inside a tuple or
+    frozenset are refused: their hash is computed from the items' hashes, unkeyed, so int pairs can
+    be solved for a common hash as easily as ints; floats and complex numbers hash modulo the same
+    prime as ints and are refused as keys too. Objects hashed by identity (the reader's own records
+    of globals and tensors) are distinct objects with distinct hashes. Checkpoints key their dicts
+    by str (and the optimizer state by small ints)."""
+    kind = type(key)
+    if key is None or kind in (bool, str, bytes) or kind.__hash__ is object.__hash__:
+        return  # the last: records of ours (inert objects, tensor references), hashed by identity
+    if kind is int:
+        if -INT_KEY_LIMIT < key < INT_KEY_LIMIT:
+            return
+        raise PickleRefused(f"a dict key or set member is an integer of {key.bit_length()} bits; keys of magnitude "
+                            "2**61 - 1 or more hash alike modulo that prime (a file of such keys costs quadratic time)")
+    if kind in (tuple, frozenset):
+        if len(key) > MAX_TUPLE_KEY_ITEMS:
+            raise PickleRefused(f"a dict key or set member is a {kind.__name__} of {len(key)} items; at most "
+                                f"{MAX_TUPLE_KEY_ITEMS} are read")
+        if all(item is None or type(item) in (bool, str, bytes) for item in key):
+            return
+        raise PickleRefused(f"a dict key or set member is a {kind.__name__} holding something other than strings "
+                            "(numbers or containers, whose combined hashes can be made to collide)")
+    raise PickleRefused(f"a dict key or set member is a {kind.__name__}; only None, bools, ints below 2**61 - 1, "
+                        "strings and flat tuples of strings are read")
 
 
 STOP = object()  # what the STOP handler returns
@@ -57,6 +87,9 @@ def _decode_str(raw: bytes) -> str:
 
 
 def _int_text(raw: bytes):
+    if len(raw) > MAX_TEXT_INT_CHARS:
+        raise PickleRefused(f"it holds a text integer of {len(raw):,} characters; at most {MAX_TEXT_INT_CHARS} "
+                            "are read")
     if raw in (b"00", b"01"):
         return raw == b"01"
     return int(raw.rstrip(b"L"), 0)
@@ -89,7 +122,24 @@ def _memo_get(machine: Machine, index: int):
 
 
 def _memo_put(machine: Machine, index: int):
-    machine.memo[index] = machine.top()
+    # A pickler numbers its memo slots 0, 1, 2, ... one per PUT, so no slot of a real pickle is beyond
+    # the number of opcodes read so far. Held to that, memo indices are distinct small ints, which
+    # hash to themselves: no memo slots that hash alike (text PUT takes any integer otherwise).
+    value = machine.top()
+    if not 0 <= index < machine.opcodes:
+        raise PickleRefused(f"it writes memo slot {_brief_int(index)} after {machine.opcodes:,} opcodes; a pickle "
+                            "numbers its memo slots from 0, one per PUT")
+    machine.memo[index] = value
+
+
+def _brief_int(value: int) -> str:
+    return f"{value:,}" if abs(value) < 10**30 else f"of {value.bit_length()} bits"
+
+
+def _memo_index_text(raw: bytes) -> int:
+    if len(raw) > 20:
+        raise PickleRefused(f"it names a memo slot with {len(raw):,} characters")
+    return int(raw)
 
 
 def _dict_from(machine: Machine, items: list) -> dict:
@@ -232,9 +282,9 @@ _OTHER = {
     ".": lambda m: STOP, "(": _mark, "0": _pop, "1": lambda m: m.pop_mark(),
     0x85: lambda m: _make_tuple(m, 1), 0x86: lambda m: _make_tuple(m, 2), 0x87: lambda m: _make_tuple(m, 3),
     "a": _append, "e": _appends, "s": _setitem, "u": _setitems, 0x90: _add_items,
-    "g": lambda m: _memo_get(m, int(m.line())), "h": lambda m: _memo_get(m, m.take(1)[0]),
+    "g": lambda m: _memo_get(m, _memo_index_text(m.line())), "h": lambda m: _memo_get(m, m.take(1)[0]),
     "j": lambda m: _memo_get(m, m.unpack("<I")),
-    "p": lambda m: _memo_put(m, int(m.line())), "q": lambda m: _memo_put(m, m.take(1)[0]),
+    "p": lambda m: _memo_put(m, _memo_index_text(m.line())), "q": lambda m: _memo_put(m, m.take(1)[0]),
     "r": lambda m: _memo_put(m, m.unpack("<I")), 0x94: lambda m: _memo_put(m, len(m.memo)),
     "c": _global, 0x93: _stack_global, "R": _reduce, 0x81: _reduce, 0x92: _newobj_ex, "i": _inst, "o": _obj,
     "b": _build,

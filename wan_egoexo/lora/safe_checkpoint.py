@@ -182,6 +182,8 @@ class _Checkpoint:
         self.path, self.limits = path, limits
         with open(path, "rb") as handle:
             magic = handle.read(4)
+        if not magic:
+            raise ModelFileError(path, "is empty (0 bytes): an interrupted download or copy?", _EXPECTED)
         if magic != b"PK\x03\x04":
             hint = (" It looks like a legacy (pre-1.6) torch.save file or a bare pickle; re-save it with a current "
                     "torch or convert it to safetensors." if magic[:1] == b"\x80" else "")
@@ -193,7 +195,7 @@ class _Checkpoint:
                 raise ModelFileError(path, "is a zip file but not a PyTorch checkpoint (no <dir>/data.pkl record).",
                                      _EXPECTED)
             self.prefix = pickles[0][: -len("data.pkl")]
-            byteorder = self.zip.read(self.prefix + "byteorder", max_bytes=16)
+            byteorder = self.zip.read(self.prefix + "byteorder", max_bytes=16, budgeted=False)
             if byteorder not in (None, b"little"):
                 raise ModelFileError(path, f"stores its tensors in {bytes(byteorder)!r} byte order; only little-endian "
                                      "checkpoints are supported.", _EXPECTED)
@@ -202,7 +204,8 @@ class _Checkpoint:
             raise
 
     def read_structure(self, names: _TorchNames):
-        data = self.zip.read(self.prefix + "data.pkl", max_bytes=self.limits.pickle.max_bytes)
+        # bounded by its own limits (size, opcodes, copies), not by the tensor records' inflation budget
+        data = self.zip.read(self.prefix + "data.pkl", max_bytes=self.limits.pickle.max_bytes, budgeted=False)
         try:
             return load_bounded(data, names.resolve, names.persistent_load, self.limits.pickle)
         except PickleRefused as exc:
@@ -246,9 +249,21 @@ class _Checkpoint:
                                  f"reaches element {last:,} of a storage of {elements:,}.",
                                  "every tensor inside its storage")
 
-    def materialize(self, refs: dict[str, TensorRef]) -> dict[str, torch.Tensor]:
+    def check_refs(self, refs: dict[str, TensorRef]) -> None:
+        """Every check of ``materialize`` that reads no tensor data: each view, and each storage's
+        record in the zip directory (its size, and the archive's inflation budget)."""
         for key, ref in refs.items():
             self.check_view(key, ref)
+        for record in {ref.storage.key: ref.storage for ref in refs.values()}.values():
+            if record.numel:
+                name = f"{self.prefix}data/{record.key}"
+                if self.zip.check_record(name, max_bytes=record.nbytes, expected_bytes=record.nbytes) is None:
+                    raise ModelFileError(self.path, f"lacks the tensor record {name} (truncated?).",
+                                         "the complete file")
+        self.zip.inflated = 0  # checked: materialize charges them again as it reads them
+
+    def materialize(self, refs: dict[str, TensorRef]) -> dict[str, torch.Tensor]:
+        self.check_refs(refs)
         storages: dict[str, torch.Tensor] = {}
         out, copied = {}, 0
         viewed_bytes = sum(record.nbytes for record in {ref.storage for ref in refs.values()})
@@ -303,6 +318,24 @@ def load_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | 
     Raises ModelFileError naming the file and the rule when it is missing, not a zip checkpoint,
     truncated, over a limit, or holds no LoRA tensors.
     """
+    return _read_checkpoint(path, limits, lambda checkpoint, refs: checkpoint.materialize(refs))
+
+
+def inspect_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | None = None,
+                               read=lambda key, ref: False) -> dict[str, TensorRef | torch.Tensor]:
+    """What load_checkpoint_tensors would return, as unread TensorRefs (key -> storage, size, stride,
+    dtype), after every check it makes that reads no tensor data: the zip, the pickle, each view,
+    each storage record. Costs the pickle, not the tensors (a preflight check). The tensors for
+    which ``read(key, ref)`` is true (small ones, such as alpha scalars) are read and returned."""
+    def checked(checkpoint: _Checkpoint, refs: dict[str, TensorRef]) -> dict[str, TensorRef | torch.Tensor]:
+        checkpoint.check_refs(refs)
+        wanted = {key: ref for key, ref in refs.items() if read(key, ref)}
+        return {**refs, **(checkpoint.materialize(wanted) if wanted else {})}
+
+    return _read_checkpoint(path, limits, checked)
+
+
+def _read_checkpoint(path, limits: CheckpointLimits | None, finish):
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(path, "no such file.", _EXPECTED)
@@ -315,6 +348,6 @@ def load_checkpoint_tensors(path: str | os.PathLike, limits: CheckpointLimits | 
         if not any(_is_lora_key(k) for k in lora_refs):
             raise ModelFileError(path, f"holds no LoRA tensors: {where} has {len(refs)} tensors and none has "
                                  "'lora' in its name.", _EXPECTED)
-        return checkpoint.materialize(lora_refs)
+        return finish(checkpoint, lora_refs)
     finally:
         checkpoint.close()

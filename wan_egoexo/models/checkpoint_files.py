@@ -61,6 +61,19 @@ def _parse_header_json(raw: bytes):
     return json.loads(raw.decode("utf-8"), object_pairs_hook=counted)
 
 
+_INT64 = 1 << 63
+
+
+def _brief(value) -> str:
+    """At most 80 characters of a JSON value, without converting huge integers to text."""
+    if isinstance(value, list):
+        items = ["[...]" if isinstance(v, (list, dict)) else _brief(v) for v in value[:8]]
+        return ("[" + ", ".join(items) + (", ...]" if len(value) > 8 else "]"))[:80]
+    if type(value) is int and value.bit_length() > 200:
+        return f"<{value.bit_length()}-bit integer>"
+    return str(value)[:80]
+
+
 def _checked_entry(path, key: str, entry, wanted: str) -> tuple[TensorInfo, int, int]:
     """(info, begin, end) of one header entry, or ModelFileError saying what is wrong with it."""
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
@@ -70,13 +83,16 @@ def _checked_entry(path, key: str, entry, wanted: str) -> tuple[TensorInfo, int,
     if dtype not in SAFETENSORS_DTYPES:
         raise ModelFileError(path, f"tensor {key!r} has dtype {str(dtype)[:40]!r}, which this loader does not read.",
                              f"one of {', '.join(SAFETENSORS_DTYPES)} ({wanted})")
-    if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
-        raise ModelFileError(path, f"tensor {key!r} has shape {str(shape)[:80]}.",
-                             "a list of at most 64 non-negative integers")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+    # Sizes and offsets are held below 2**63 (torch's and safetensors' int64 / usize): JSON integers
+    # may have thousands of digits, and products of such numbers do not even print (Python refuses
+    # to convert integers of more than 4,300 digits to text).
+    if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and 0 <= d < _INT64 for d in shape):
+        raise ModelFileError(path, f"tensor {key!r} has shape {_brief(shape)}.",
+                             "a list of at most 64 non-negative integers below 2**63")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int and o < _INT64 for o in offsets) \
             or not 0 <= offsets[0] <= offsets[1]:
-        raise ModelFileError(path, f"tensor {key!r} has data_offsets {str(offsets)[:80]}.",
-                             "[begin, end] with 0 <= begin <= end")
+        raise ModelFileError(path, f"tensor {key!r} has data_offsets {_brief(offsets)}.",
+                             "[begin, end] with 0 <= begin <= end < 2**63")
     numel = 1
     for dim in shape:
         numel *= dim
@@ -89,6 +105,13 @@ def _checked_entry(path, key: str, entry, wanted: str) -> tuple[TensorInfo, int,
 
 
 def read_safetensors_header(path: str | os.PathLike, expected: str | None = None) -> dict[str, TensorInfo]:
+    """Parse and validate a safetensors header without reading any tensor data (see
+    read_safetensors_header_and_metadata, which also returns the ``__metadata__`` strings)."""
+    return read_safetensors_header_and_metadata(path, expected)[0]
+
+
+def read_safetensors_header_and_metadata(path: str | os.PathLike, expected: str | None = None
+                                         ) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and validate a safetensors header without reading any tensor data.
 
     Raises ModelFileError naming the file, the rule and what was expected when it is missing, not
@@ -104,6 +127,8 @@ def read_safetensors_header(path: str | os.PathLike, expected: str | None = None
     size = path.stat().st_size
     with open(path, "rb") as handle:
         head = handle.read(8)
+        if not head:
+            raise ModelFileError(path, "is empty (0 bytes): an interrupted download or copy?", wanted)
         if len(head) < 8:
             raise ModelFileError(path, f"is {size} bytes long, too short to be a safetensors file.", wanted)
         (header_len,) = struct.unpack("<Q", head)
@@ -126,6 +151,7 @@ def read_safetensors_header(path: str | os.PathLike, expected: str | None = None
     if metadata is not None and (not isinstance(metadata, dict)
                                  or not all(isinstance(v, str) for v in metadata.values())):
         raise ModelFileError(path, "has a __metadata__ entry that is not a map of strings.", wanted)
+    metadata = metadata or {}
     infos: dict[str, TensorInfo] = {}
     ranges = []
     for key, entry in header.items():
@@ -145,7 +171,7 @@ def read_safetensors_header(path: str | os.PathLike, expected: str | None = None
     if position < data_len:
         raise ModelFileError(path, f"has {data_len - position:,} bytes after its last tensor.",
                              "tensors whose byte ranges tile the data exactly")
-    return infos
+    return infos, metadata
 
 
 @contextlib.contextmanager

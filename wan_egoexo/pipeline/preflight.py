@@ -1,7 +1,8 @@
 """Everything a translation run needs checked before any model file is opened.
 
 ``check_run`` looks at every clip of the run (one clip, or a batch's whole list), its output path
-and container, the reference image and every numeric option, and raises one InputError that lists
+and container, the reference image, the LoRA file (its header or index, no tensor data) and every
+numeric option, and raises one InputError that lists
 every problem at once, each naming the input and the rule. What it learns on the way (each clip's
 probe and planned fit, the reference's pixels) is handed to the run, so nothing is probed twice.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from .batch import output_paths, reference_for
 from ..video.clip_reader import plan_clip_fit
 from ..video.clip_source import ClipSource, open_clip
-from ..errors import InputError
+from ..errors import InputError, ModelFileError
 from ..option_ranges import check_lora_strength
 from ..sampling.sampler import SamplingSettings
 from ..video.fit import FitInfo, FitOptions
@@ -116,6 +117,18 @@ def plan_clip(path, fit: FitOptions | None, input_fps: float | None) -> tuple[Cl
     return source, plan_clip_fit(source, fit)
 
 
+def check_lora(path) -> None:
+    """The LoRA file is readable as one, judged from its header or index alone (the safetensors header
+    and adapter metadata, or the checkpoint's zip directory, pickle and tensor views; no tensor
+    data): a damaged LoRA is found before any model loads."""
+    from ..lora.layouts import check_lora_file  # noqa: PLC0415  (torch)
+
+    try:
+        check_lora_file(path)
+    except ModelFileError as exc:
+        raise InputError(f"lora: {exc}") from None
+
+
 def load_reference(task, path) -> np.ndarray | None:
     """The reference image (averaged down to at most REFERENCE_MAX_SIDE), or None when the task needs none."""
     if path is None:
@@ -132,15 +145,17 @@ def load_reference(task, path) -> np.ndarray | None:
 # ---------------------------------------------------------------- a whole run
 
 def check_run(task, clips: list[Path], out, fit: FitOptions | None, input_fps: float | None = None, reference=None,
-              batch: bool = False, shard: tuple[int, int] = (0, 1), problems: Problems | None = None
-              ) -> tuple[list[Job], list[Path]]:
+              batch: bool = False, shard: tuple[int, int] = (0, 1), problems: Problems | None = None,
+              lora=None) -> tuple[list[Job], list[Path]]:
     """Check a run before anything loads; (jobs to run, clips skipped because their output exists).
 
     ``clips``: the one clip, or the batch's whole list (its outputs are named from the whole list, so
     every shard names them alike); ``out``: the output file, or the batch's output folder; ``problems``:
-    those found so far (the options'), reported with the run's.
+    those found so far (the options'), reported with the run's; ``lora``: the LoRA file, if any.
     """
     problems = problems if problems is not None else Problems()
+    if lora is not None:
+        problems.check(check_lora, lora)
     if batch:
         if Path(out).is_file():
             problems.add(f"out: {out} is a file; expected a folder for the outputs of a batch.")

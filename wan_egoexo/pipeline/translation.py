@@ -250,15 +250,15 @@ def translate_file(files: ModelFiles, task, video_path, out_path, reference_path
                    lora_strength: float = 1.0, device=None, dtype=None, attention=None,
                    callback=None, windows: WindowOptions | None = None, frame_rate: str = "source",
                    log=print, audio: bool = True) -> TranslationResult:
-    """Check everything (preflight: the clip, the output, the reference, the options), then load the models
-    one after another (the text encoder is released before the transformer loads), translate
+    """Check everything (preflight: the clip, the output, the reference, the LoRA file, the options), then
+    load the models one after another (the text encoder is released before the transformer loads), translate
     ``video_path`` and write ``out_path`` as h264 mp4 with the source's audio (unless ``audio`` is False)."""
     from .preflight import check_options, check_run  # noqa: PLC0415
 
     task = get_task(task)
     settings = settings or SamplingSettings()
     fit = check_options(settings, dataclasses.asdict(fit or FitOptions()), windows or WindowOptions(), lora_strength)
-    job = check_run(task, [Path(video_path)], out_path, fit, reference=reference_path)[0][0]
+    job = check_run(task, [Path(video_path)], out_path, fit, reference=reference_path, lora=files.lora)[0][0]
     models = load_models(files, task, prompt, negative_prompt, settings.cfg, lora_strength, device, dtype,
                          attention, log)
     result = translate_clip(models, job.source, job.out, job.reference, fit, settings, positions, windows,
