@@ -3,7 +3,6 @@ the clip's own size and frame count back, and the frame rate to save them with."
 
 from __future__ import annotations
 
-
 from wan_egoexo.comfy_interop import check_image_batch
 from wan_egoexo.errors import InputError
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import (bench_cfg, bench_forward, bench_lora, bench_memory_model, bench_predict_flow, bench_startup,
+from benchmarks import (bench_cfg, bench_forward, bench_hostile_runs, bench_lora, bench_memory_model, bench_predict_flow, bench_startup,
                         bench_translate, bench_vae)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +123,19 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     plans = record["sections"]["plans"]
     assert [plans[name]["resident_blocks"] for name in plans if name != "seconds_spent"] == [None, None, 1, 1, 1, 0]
     assert all(plans[name]["model_bytes"] > 0 for name in plans if name != "seconds_spent")
+
+
+def test_bench_hostile_runs_fast(tmp_path):
+    """The fast cases end as the docs say: a refused strength, no leftovers, an ffconcat .mp4 refused, an
+    output naming its input refused with the input intact, a user's dot-files kept."""
+    out = tmp_path / "hostile.json"
+    assert bench_hostile_runs.main(["--fast", "--json", str(out)]) == 0
+    rows = {row["case"]: row for row in json.loads(out.read_text())["results"]}
+    assert rows["--lora-strength 1e30"]["exit"] != 0 and not rows["--lora-strength 1e30"]["written"]
+    assert rows["kill -9 during a write, then the next write into the folder"]["leftovers"] == []
+    concat = rows["ffconcat script saved as clip.mp4 (same-folder file)"]
+    assert concat["exit"] == 1 and not concat["written"] and "concat script" in concat["message"]
+    same = rows["--video x.mp4 --out ./link.mp4 (a link to x.mp4)"]
+    assert same["exit"] == 1 and same["input_intact"] and "is the input" in same["message"]
+    dotfiles = rows["out folder holds .bashrc.old-1 and .photos.old-2020/ (2 days old)"]
+    assert dotfiles["exit"] == 0 and dotfiles["users_files_left"] == [".bashrc.old-1", ".photos.old-2020"]

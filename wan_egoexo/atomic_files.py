@@ -149,6 +149,23 @@ def check_file_name(path, name: str = "out") -> None:
                              "per file or folder name on this file system (shorten it).")
 
 
+def check_filename_prefix(prefix, name: str = "filename_prefix", reserve: int = 40) -> None:
+    """A file name prefix (optionally with subfolders) that numbered names can be made from: a string without
+    NUL whose every part, the last plus ``reserve`` bytes of numbering and suffix, fits 255 bytes."""
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise InputError(f"{name}: {prefix!r} is empty; expected a file name prefix such as 'WorldWander'.")
+    if "\0" in prefix:
+        raise InputError(f"{name}: {prefix!r} holds a NUL character; expected a file name prefix without it.")
+    parts = [part for part in re.split(r"[\\/]", prefix) if part]
+    for index, part in enumerate(parts):
+        limit = 255 - (reserve if index == len(parts) - 1 else 0)
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise InputError(f"{name}: the part {part[:40]}... is {size} bytes long; expected at most {limit} bytes "
+                             f"(file names are limited to 255 bytes, and {reserve} are kept for the number and "
+                             "suffix added to it).")
+
+
 def _tagged_prefix(destination: Path) -> str:
     return f".{destination.name[:NAME_PART]}.{TAG}.{_owner()}."
 
@@ -163,10 +180,14 @@ def disk_errors(destination, hint: str = "free some space or choose a writable f
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
             raise
-        reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                  errno.EROFS: "the file system is read-only"}.get(exc.errno, "permission denied")
-        raise WriteError(f"{destination}: cannot be written ({reason}: {exc.strerror}); {hint}.",
-                         exc.errno) from None
+        raise as_write_error(exc, destination, hint) from None
+
+
+def as_write_error(exc: OSError, destination, hint: str = "free some space or choose a writable folder") -> WriteError:
+    """The WriteError for an OSError of DISK_ERRNOS met while writing ``destination``."""
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+              errno.EROFS: "the file system is read-only"}.get(exc.errno, "permission denied")
+    return WriteError(f"{destination}: cannot be written ({reason}: {exc.strerror}); {hint}.", exc.errno)
 
 
 def aside_path(path) -> Path:

@@ -30,6 +30,7 @@ from .ffmpeg_process import FfmpegProcess, ffmpeg_problem
 logger = logging.getLogger(__name__)
 
 WRITABLE_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "ipod"}  # what ffmpeg picks for each suffix
 ENCODE_TIMEOUT_S = 600  # ffmpeg finishing after its last frame (x264 flushing its lookahead)
 _CONVERT = 8  # float frames converted to uint8 this many at a time
 
@@ -151,7 +152,8 @@ def _encode(temp: Path, frames, fps, output_params: list[str], path: Path) -> No
     width, height = frames.width + frames.width % 2, frames.height + frames.height % 2
     args = ["-loglevel", "error", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
             "-pix_fmt", "rgb24", "-r", str(rate), "-protocol_whitelist", "pipe", "-i", "pipe:0", "-an",
-            "-vcodec", "libx264", "-pix_fmt", "yuv420p", *output_params, file_url(temp)]
+            "-vcodec", "libx264", "-pix_fmt", "yuv420p", *output_params, "-f", _MUXERS[path.suffix.lower()],
+            file_url(temp)]
     with FfmpegProcess(args, path, stdin=True) as ff:
         try:
             for frame in frames:
