@@ -208,7 +208,7 @@ def run(argv=None) -> list[dict]:
             row = {"case": name, **case(code_root, work / "clean_models", case_dir)}
             results.append(row)
             print(f"{name:<60} exit {row.get('exit')}  {row.get('seconds')} s  {row.get('peak_rss_mib')} MiB "
-                  f"(ffmpeg {row.get('child_peak_mib')} MiB)  {row.get('message', row.get('skipped', ''))[:150]}  "
+                  f"(largest child {row.get('child_peak_mib')} MiB)  {row.get('message', row.get('skipped', ''))[:150]}  "
                   + "  ".join(f"{k}={row[k]}" for k in row if k in _FILE_FACTS), flush=True)
         if not args.only or any("kill" in text for text in args.only):
             results.append(kill9_case(code_root, work))
