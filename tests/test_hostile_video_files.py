@@ -132,7 +132,9 @@ def test_a_full_disk_is_not_an_empty_file():
 
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
-    with pytest.raises(InputError, match=r"the disk is full"):
+    from wan_egoexo.errors import WriteError
+
+    with pytest.raises(WriteError, match=r"out\.mp4: cannot be written \(the disk is full"):
         _encode(Path("/dev/full"), _ArrayFrames(np.zeros((4, 32, 32, 3), np.uint8)), 8.0, ["-crf", "17"],
                 Path("out.mp4"))
 

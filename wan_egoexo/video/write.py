@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_files import atomic_path, check_file_name
-from ..errors import InputError
+from ..errors import InputError, WriteError
 from .containers import file_url
 from .ffmpeg_process import FfmpegProcess, ffmpeg_problem
 
@@ -164,12 +164,14 @@ def _encode(temp: Path, frames, fps, output_params: list[str], path: Path) -> No
             if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
                 raise
             ff.kill()
+            ff.wait(10)  # its stderr read to the end
             code = -1
         stderr = ff.stderr_text()
-    if code != 0:
+    empty = code == 0 and temp.stat().st_size == 0
+    if code != 0 or empty:
         disk = _disk_problem(temp.parent, stderr)
-        raise InputError(f"{path}: writing the video failed ({disk or ffmpeg_problem(stderr)}); "
-                         + ("free some space or choose another --out folder." if disk else "expected an encoded video."))
-    if temp.stat().st_size == 0:
-        disk = _disk_problem(temp.parent, stderr)
-        raise InputError(f"{path}: ffmpeg wrote nothing ({disk or ffmpeg_problem(stderr)}); expected an encoded video.")
+        if disk:  # the file system, not the frames: say so, and what to change
+            raise WriteError(f"{path}: cannot be written ({disk}); free some space or choose another --out folder.",
+                             errno.ENOSPC if "full" in disk else errno.EROFS)
+        what = "ffmpeg wrote nothing" if empty else "writing the video failed"
+        raise InputError(f"{path}: {what} ({ffmpeg_problem(stderr)}); expected an encoded video.")
