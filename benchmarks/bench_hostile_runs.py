@@ -178,7 +178,7 @@ def run(argv=None) -> list[dict]:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.fast:
-        args.only = ["--lora-strength", "kill", "ffconcat", "link.mp4", ".bashrc"]
+        args.only = ["--lora-strength", "kill", "ffconcat", "--out ./x.mp4", ".bashrc"]
     code_root = args.code_root.resolve()
     results = []
     with tempfile.TemporaryDirectory(prefix="hostile_runs_") as work:

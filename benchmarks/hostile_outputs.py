@@ -154,9 +154,8 @@ def out_is_input(code_root, models, work: Path) -> dict:
     from wan_egoexo.tiny.models_folder import make_demo_clip  # noqa: PLC0415
 
     clip = make_demo_clip(work / "x.mp4", frames=12, width=64, height=64)
-    (work / "link.mp4").symlink_to("x.mp4")
     before = _digest(clip)
-    row = cli(code_root, models, ["--video", "x.mp4", "--out", "./link.mp4"], cwd=work)
+    row = cli(code_root, models, ["--video", "x.mp4", "--out", "./x.mp4"], cwd=work)
     row["input_intact"] = _digest(clip) == before
     return row
 
@@ -252,7 +251,7 @@ CASES = [
     ("GIF, 4000x4000 canvas", big_canvas_gif(4000)),
     ("GIF, 8000x8000 canvas, under a 10 GiB address-space cap", big_canvas_gif(8000, 10)),
     ("4K clip, 3 s at 30 fps, --frames 9, --output-rate source", clip_4k(3.0)),
-    ("--video x.mp4 --out ./link.mp4 (a link to x.mp4)", out_is_input),
+    ("--video x.mp4 --out ./x.mp4", out_is_input),
     ("batch: --out is the input folder, run twice", batch_into_its_own_folder),
     ("out folder holds .bashrc.old-1 and .photos.old-2020/ (2 days old)", users_dotfiles),
     ("prompt cache on a full disk", prompt_cache_unwritable(False)),
