@@ -191,9 +191,9 @@ def users_dotfiles(code_root, models, work: Path) -> dict:
     return row
 
 
-def _tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
+def _tmpfs(folder: Path, size: str, read_only: bool = False, inodes: int | None = None) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "") + (f",nr_inodes={inodes}" if inodes else "")
     return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                           capture_output=True).returncode == 0
 
@@ -208,11 +208,10 @@ def prompt_cache_unwritable(read_only: bool):
 
         clip = make_demo_clip(work / "in.mp4", frames=12, width=64, height=64)
         cache = work / "cache"
-        if not _tmpfs(cache, "4k", read_only):
+        # full: no inode left, so no entry can be created (ENOSPC); read-only: EROFS
+        if not _tmpfs(cache, "64k", read_only, inodes=None if read_only else 1):
             return {"skipped": "needs root to mount a tmpfs"}
         try:
-            if not read_only:
-                (cache / "filler").write_bytes(b"\0" * 4096)  # the cache's disk is full
             args = ["--video", str(clip), "--out", str(work / "o.mp4"), "--prompt-cache", str(cache)]
             row = cli(code_root, models, [a for a in args], cwd=work)
             row["written"] = (work / "o.mp4").exists()
@@ -225,12 +224,18 @@ def prompt_cache_unwritable(read_only: bool):
 def output_disk_full(code_root, models, work: Path) -> dict:
     from wan_egoexo.tiny.models_folder import make_demo_clip  # noqa: PLC0415
 
-    clip = make_demo_clip(work / "in.mp4", frames=12, width=64, height=64)
+    clip = make_demo_clip(work / "in.mp4", frames=12, width=256, height=256)
     out_dir = work / "full"
-    if not _tmpfs(out_dir, "8k"):
+    if not _tmpfs(out_dir, "64k"):
         return {"skipped": "needs root to mount a tmpfs"}
     try:
-        return cli(code_root, models, ["--video", str(clip), "--out", str(out_dir / "o.mp4")])
+        with open(out_dir / "filler", "wb", buffering=0) as filler:  # fill the disk to its last block
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError:
+                pass
+        return cli(code_root, models, ["--video", str(clip), "--out", str(out_dir / "o.mp4"), "--fit", "stretch"])
     finally:
         _umount(out_dir)
 
