@@ -39,7 +39,8 @@ def grey_clip(path: Path, size: str, seconds: float = 1.0, fmt=("-c:v", "libx264
 
 
 def cli(code_root: Path, models: Path, args: list[str], cwd: Path | None = None, limit_as: int | None = None) -> dict:
-    command = [sys.executable, "-c", _WRAPPER, "translate", "--models-dir", str(models), *SMALL, *args]
+    small = [a for a in SMALL if a != "--no-prompt-cache"] if "--prompt-cache" in args else SMALL
+    command = [sys.executable, "-c", _WRAPPER, "translate", "--models-dir", str(models), *small, *args]
     if limit_as:  # an address-space cap (GiB), so a run that would take all the machine's memory fails instead
         command = ["bash", "-c", f'ulimit -v {int(limit_as) << 20}; exec "$@"', "bash", *command]
     env = dict(os.environ, PYTHONPATH=str(code_root))
@@ -213,7 +214,7 @@ def prompt_cache_unwritable(read_only: bool):
             return {"skipped": "needs root to mount a tmpfs"}
         try:
             args = ["--video", str(clip), "--out", str(work / "o.mp4"), "--prompt-cache", str(cache)]
-            row = cli(code_root, models, [a for a in args], cwd=work)
+            row = cli(code_root, models, args, cwd=work)
             row["written"] = (work / "o.mp4").exists()
             return row
         finally:
