@@ -52,15 +52,15 @@ def input_file_problem(name, input_name: str = "video") -> str | None:
     where = getter.replace("get_", "").replace("_directory", "")
     if os.path.isabs(relative) or os.path.splitdrive(relative)[0]:
         return f"{input_name}: {name!r} is an absolute path; expected a file name in ComfyUI's {where} folder."
+    path = os.path.join(folder, relative)
+    if not inside(path, folder):
+        return (f"{input_name}: {name!r} resolves outside ComfyUI's {where} folder (through '..' or a symbolic "
+                f"link); expected a file inside it.")
     suffix = os.path.splitext(relative)[1].lower()
     if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
         return (f"{input_name}: {name!r} is not a video or image file ({suffix or 'no suffix'}); expected one of "
                 f"{'/'.join(s.lstrip('.') for s in VIDEO_SUFFIXES + IMAGE_SUFFIXES)} (playlists and concat scripts "
                 "are refused: they make ffmpeg read other files).")
-    path = os.path.join(folder, relative)
-    if not inside(path, folder):
-        return (f"{input_name}: {name!r} resolves outside ComfyUI's {where} folder (through '..' or a symbolic "
-                f"link); expected a file inside it.")
     if not os.path.isfile(path):
         return f"{input_name}: {name!r} is not in ComfyUI's {where} folder; upload a video or pick one from the list."
     return None
