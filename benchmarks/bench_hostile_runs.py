@@ -1,7 +1,8 @@
 """Benchmark: issue 11's hostile numbers and damaged run-time files, end to end through
 ``python -m wan_egoexo translate`` on the tiny real-layout models: exit code, message, whether an
 output was written (and its mean pixel value: 0 is an all-black video), the run's peak resident
-memory and time; plus what a kill -9 in the middle of a write leaves behind after the next write.
+memory and time; plus what a kill -9 in the middle of a write leaves behind after the next write;
+plus issue 18's file, ffmpeg and output-memory cases (benchmarks/hostile_outputs.py).
 
 Each case runs in its own process started in ``--code-root`` (default: this checkout), so the same
 cases can be measured against an older checkout:
@@ -27,7 +28,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import common
+from benchmarks import common, hostile_outputs
+
+_FILE_FACTS = ("written", "output_shows", "input_intact", "files_after_two_runs", "users_files_left", "first_exit")
 
 NAME = "bench_hostile_runs"
 REPO = Path(__file__).resolve().parents[1]
@@ -204,7 +207,7 @@ def run(argv=None) -> list[dict]:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is killed")
     args = parser.parse_args(argv)
     if args.fast:
-        args.only = ["--lora-strength", "kill"]
+        args.only = ["--lora-strength", "kill", "ffconcat", "--out ./x.mp4", ".bashrc"]
     code_root = args.code_root.resolve()
     results = []
     with tempfile.TemporaryDirectory(prefix="hostile_runs_") as work:
@@ -228,6 +231,16 @@ def run(argv=None) -> list[dict]:
             print(f"{name:<46} exit {row['exit']}  {row['seconds']:>6.1f} s  {row['peak_rss_mib']} MiB  "
                   f"loaded={row.get('loaded')}  "
                   f"written={row['written']} mean={row.get('mean_pixel', '-')}  {row['message'][:150]}", flush=True)
+        for index, (name, case) in enumerate(hostile_outputs.CASES):  # issue 18: files, ffmpeg, output memory
+            if args.only and not any(text in name for text in args.only):
+                continue
+            case_dir = work / f"files{index}"
+            case_dir.mkdir()
+            row = {"case": name, **case(code_root, work / "clean_models", case_dir)}
+            results.append(row)
+            print(f"{name:<60} exit {row.get('exit')}  {row.get('seconds')} s  {row.get('peak_rss_mib')} MiB "
+                  f"(largest child {row.get('child_peak_mib')} MiB)  {row.get('message', row.get('skipped', ''))[:150]}  "
+                  + "  ".join(f"{k}={row[k]}" for k in row if k in _FILE_FACTS), flush=True)
         if not args.only or any("kill" in text for text in args.only):
             results.append(kill9_case(code_root, work))
             print(f"{results[-1]['case']}: leftovers {results[-1]['leftovers']}", flush=True)

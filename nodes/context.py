@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video
 from wan_egoexo.errors import InputError
+from wan_egoexo.option_ranges import check_clip_frames
 from wan_egoexo.in_context.positions import POSITION_MODES
 from wan_egoexo.in_context.tasks import TASKS, get_task
 
@@ -76,6 +77,7 @@ class WorldWanderInContext:
             raise InputError(f"positions: {positions!r} is not supported; expected one of {POSITION_MODES}.")
         if task.uses_reference and reference is None:
             raise InputError(missing_reference_message(task))
+        check_clip_frames(len(source), "source")  # before anything is converted or encoded
         video = image_batch_to_video(source, "source")
         frames, height, width = video.shape[2:]
         if fit is not None and (fit.width, fit.height, fit.num_frames) != (width, height, frames):
@@ -85,6 +87,6 @@ class WorldWanderInContext:
         image = None if reference is None else first_image(reference, "reference")
         reference_video = prepare_reference(task, image, width, height)
         host.load_to_device(vae)  # ComfyUI brings it back if "Unload models" parked it
-        source_latents = encode_video(vae, video).cpu()
+        source_latents = encode_video(vae, video, interrupt=host.interrupt_check()).cpu()
         reference_latents = None if reference_video is None else encode_video(vae, reference_video).cpu()
         return (ContextHandle(task, positions, source_latents, reference_latents, vae, fit),)

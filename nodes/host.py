@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from wan_egoexo.atomic_files import check_filename_prefix, disk_errors
 from wan_egoexo.comfy_interop import DIFFUSERS_LABEL, find_diffusers_folders, latent_preview_rgb
 from wan_egoexo.errors import InputError, ModelFileError
 
@@ -72,9 +73,11 @@ def model_path(folder_names, name: str, input_name: str, with_diffusers: bool = 
 def output_file(prefix: str, width: int, height: int, suffix: str) -> tuple[str, str, str]:
     """(full path, file name, subfolder) of a new numbered output file, the way SaveImage names them."""
     folder_paths = _folder_paths()
+    check_filename_prefix(prefix)  # NUL or over-long names: an InputError, not a raw OSError/ValueError
     folder, base, counter, subfolder, _ = folder_paths.get_save_image_path(
         prefix, folder_paths.get_output_directory(), width, height)
-    os.makedirs(folder, exist_ok=True)
+    with disk_errors(folder, "free some space in ComfyUI's output folder"):
+        os.makedirs(folder, exist_ok=True)
     name = f"{base}_{counter:05}_{suffix}"
     return os.path.join(folder, name), name, subfolder
 
@@ -117,6 +120,16 @@ def _previews_enabled() -> bool:
     except ImportError:
         return False
     return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def interrupt_check():
+    """ComfyUI's check for a pressed Cancel (raises its interrupt exception), as a callable for the core's
+    long loops (the VAE encode's chunks); a no-op outside ComfyUI."""
+    try:
+        import comfy.model_management as mm  # noqa: PLC0415
+    except ImportError:
+        return lambda: None
+    return mm.throw_exception_if_processing_interrupted
 
 
 class StepReporter:

@@ -4,7 +4,9 @@ A name is resolved the way ComfyUI's annotated file names are ("clip.mp4" and "c
 the input folder, "[output]" and "[temp]" in those folders), then every symbolic link is followed
 and the real path must still lie inside the real folder. So "../../secret/x.mp4", an absolute path,
 or a link in the input folder that points elsewhere are refused before anything is opened, on
-ComfyUI's prompt validation and again when the node runs.
+ComfyUI's prompt validation and again when the node runs; so is any name without a video or image
+suffix (an uploaded ``evil.m3u8`` playlist, say). ffmpeg then opens the file by its real path as a
+``file:`` URL with protocol and format whitelists (wan_egoexo.video.containers).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 
 from wan_egoexo.errors import InputError
-from wan_egoexo.video.read_write import VIDEO_SUFFIXES
+from wan_egoexo.video.read_write import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 _ANNOTATIONS = {"[input]": "get_input_directory", "[output]": "get_output_directory", "[temp]": "get_temp_directory"}
 
@@ -54,6 +56,11 @@ def input_file_problem(name, input_name: str = "video") -> str | None:
     if not inside(path, folder):
         return (f"{input_name}: {name!r} resolves outside ComfyUI's {where} folder (through '..' or a symbolic "
                 f"link); expected a file inside it.")
+    suffix = os.path.splitext(relative)[1].lower()
+    if suffix not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+        return (f"{input_name}: {name!r} is not a video or image file ({suffix or 'no suffix'}); expected one of "
+                f"{'/'.join(s.lstrip('.') for s in VIDEO_SUFFIXES + IMAGE_SUFFIXES)} (playlists and concat scripts "
+                "are refused: they make ffmpeg read other files).")
     if not os.path.isfile(path):
         return f"{input_name}: {name!r} is not in ComfyUI's {where} folder; upload a video or pick one from the list."
     return None

@@ -17,10 +17,12 @@ import torch
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video, latent_samples, video_to_image_batch
 from wan_egoexo.errors import InputError
+from wan_egoexo.option_ranges import check_clip_frames
 from wan_egoexo.in_context.layout import InContextLayout, check_positions, reindex_frames, target_frames_from_mask
 from wan_egoexo.in_context.latents import latent_shape
 from wan_egoexo.in_context.tasks import get_task
 
+from . import host
 from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
 
 CATEGORY = "WorldWander/native"
@@ -68,7 +70,9 @@ def _wan22_model(model):
 
 
 def _encode(vae, images: torch.Tensor, expected_shape: tuple, name: str) -> torch.Tensor:
+    host.interrupt_check()()  # ComfyUI's VAE encodes in one call: /interrupt is honoured before and after it
     latents = vae.encode(images)
+    host.interrupt_check()()
     if tuple(latents.shape) != expected_shape:
         raise InputError(f"vae: encoded {name} to latents of shape {tuple(latents.shape)}; expected {expected_shape} "
                          "(the Wan2.2 VAE, wan2.2_vae.safetensors: 48 channels, 16x spatial, 4x temporal).")
@@ -83,6 +87,7 @@ def build_in_context_latent(model, vae, source, task, positions, reference=None)
     check_positions(positions)
     if task.uses_reference and reference is None:
         raise InputError(missing_reference_message(task))
+    check_clip_frames(len(source), "source")  # before anything is converted or encoded
     video = image_batch_to_video(source, "source")
     frames, height, width = video.shape[2:]
     image = None if reference is None else first_image(reference, "reference")

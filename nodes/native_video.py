@@ -3,8 +3,6 @@ the clip's own size and frame count back, and the frame rate to save them with."
 
 from __future__ import annotations
 
-import torch
-
 from wan_egoexo.comfy_interop import check_image_batch
 from wan_egoexo.errors import InputError
 
@@ -31,7 +29,7 @@ class WorldWanderRestoreClip:
         }}
 
     def restore(self, images, fit):
-        from wan_egoexo.video.fit import unfit_video  # noqa: PLC0415
+        from wan_egoexo.comfy_interop import restored_image_batch  # noqa: PLC0415
 
         check_image_batch(images, "images")
         count, height, width = (int(d) for d in images.shape[:3])
@@ -39,5 +37,5 @@ class WorldWanderRestoreClip:
             raise InputError(f"images: {count} frames of {width}x{height}, but the fit describes {fit.num_frames} "
                              f"frames of {fit.width}x{fit.height} ({fit.real_frames} of them real); connect the "
                              "decoded target of the clip that this fit's WorldWander Load Video loaded.")
-        frames = torch.from_numpy(unfit_video(images.detach().cpu(), fit)).float() / 255.0
+        frames = restored_image_batch(images.detach().cpu(), fit)
         return (frames, float(fit.output_fps))

@@ -11,6 +11,7 @@ import secrets
 from wan_egoexo.comfy_interop import (DEFAULT_FPS, check_image_batch, latent_samples, restore_frames,
                                       video_to_image_batch, write_preview_gif)
 from wan_egoexo.errors import InputError
+from wan_egoexo.option_ranges import MAX_CLIP_FRAMES
 from wan_egoexo.video.fit import MODES, FitOptions
 
 from . import host
@@ -19,7 +20,7 @@ from .input_files import check_output_path, input_file_path, input_file_problem,
 
 CATEGORY = "WorldWander/video"
 MAX_SIDE = 2048  # 2048x2048 is 4.5x the trained pixel count: the largest a run on one big GPU affords
-MAX_FRAMES = 1001  # 4k+1; about two minutes at 8 fps (sliding windows); 0 = the whole clip, checked for memory
+MAX_FRAMES = MAX_CLIP_FRAMES  # 4k+1; about two minutes at 8 fps (sliding windows); 0 = the whole clip, checked for memory
 MAX_FPS = 60.0
 
 

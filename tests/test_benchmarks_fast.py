@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import (bench_cfg, bench_forward, bench_lora, bench_memory_model, bench_predict_flow, bench_startup,
-                        bench_translate, bench_vae)
+from benchmarks import (bench_cfg, bench_forward, bench_hostile_runs, bench_lora, bench_memory_model, bench_predict_flow,
+                        bench_startup, bench_translate, bench_vae)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,3 +144,19 @@ def test_bench_native_lora_fp8_inside_comfyui(tmp_path):
     for row in rows:
         assert row["effect_size"] > 0.01 and 0 < row["base_l2"] < 0.2  # the LoRA acts; fp8 weights really are used
         assert row["effect_l2"] > row["base_l2"]  # the LoRA's effect moves more than the base output does
+
+
+def test_bench_hostile_runs_fast(tmp_path):
+    """The fast cases end as the docs say: a refused strength, no leftovers, an ffconcat .mp4 refused, an
+    output naming its input refused with the input intact, a user's dot-files kept."""
+    out = tmp_path / "hostile.json"
+    assert bench_hostile_runs.main(["--fast", "--json", str(out)]) == 0
+    rows = {row["case"]: row for row in json.loads(out.read_text())["results"]}
+    assert rows["--lora-strength 1e30"]["exit"] != 0 and not rows["--lora-strength 1e30"]["written"]
+    assert rows["kill -9 during a write, then the next write into the folder"]["leftovers"] == []
+    concat = rows["ffconcat script saved as clip.mp4 (same-folder file)"]
+    assert concat["exit"] == 1 and not concat["written"] and "concat script" in concat["message"]
+    same = rows["--video x.mp4 --out ./x.mp4"]
+    assert same["exit"] == 1 and same["input_intact"] and "is the input" in same["message"]
+    dotfiles = rows["out folder holds .bashrc.old-1 and .photos.old-2020/ (2 days old)"]
+    assert dotfiles["exit"] == 0 and dotfiles["users_files_left"] == [".bashrc.old-1", ".photos.old-2020"]

@@ -76,14 +76,19 @@ def test_bad_inputs_fail_before_any_model_loads(models, clip, tmp_path, capsys, 
 
 
 def test_clips_that_are_not_videos(models, tmp_path, capsys, no_model_may_load):
-    audio_only = tmp_path / "voice.m4a"
+    audio_only = tmp_path / "voice.mp4"
     subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio_only)], check=True)
+    m4a = tmp_path / "voice.m4a"
+    audio_only.rename(m4a)
+    assert "voice.m4a: .m4a is not a video container" in failure(models, capsys, "--video", str(m4a), "--out",
+                                                                 str(tmp_path / "o.mp4"))
+    m4a.rename(audio_only)
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     huge = tmp_path / "huge.png"
     Image.new("1", (9000, 9000)).save(huge)
     out = str(tmp_path / "o.mp4")
-    assert "voice.m4a: has no readable video stream (ffmpeg finds audio)" in failure(models, capsys, "--video",
+    assert "voice.mp4: has no readable video stream (ffmpeg finds audio)" in failure(models, capsys, "--video",
                                                                                     str(audio_only), "--out", out)
     assert "garbage.mp4: cannot be read as a video" in failure(models, capsys, "--video", str(garbage), "--out", out)
     assert "huge.png: frames of 9000x9000 (81 Mpx) are larger than the 67 Mpx" in failure(

@@ -19,7 +19,9 @@ import torch
 
 from .errors import InputError
 from .in_context.latents import latent_shape
-from .video.fit import FitInfo, unfit_video
+from .video.fit import FitInfo
+from .video.host_memory import check_memory
+from .video.restore import RESTORE_BYTES, RestoredFrames
 
 # The first element of a ComfyUI label that stands for a Diffusers pipeline folder, not a file.
 DIFFUSERS_LABEL = "[diffusers] "
@@ -100,8 +102,30 @@ def restore_frames(video: torch.Tensor, fit: FitInfo | None = None) -> torch.Ten
     clips = video[None] if video.ndim == 4 else video
     if fit is None:
         return torch.cat([video_to_image_batch(clip) for clip in clips])
-    restored = [torch.from_numpy(unfit_video(clip, fit)).float() / 255.0 for clip in clips]
-    return torch.cat(restored)
+    return restored_image_batch(list(clips), fit)
+
+
+def restored_image_batch(clips, fit: FitInfo) -> torch.Tensor:
+    """Fitted clips ([3, F, H, W] in [-1, 1], or an IMAGE batch [F, H, W, 3] of the fitted size) mapped back
+    by ``fit`` into one float IMAGE batch. ComfyUI holds the whole batch, so its size is checked against
+    the free memory before anything is restored (an InputError says what to change); the frames are
+    then written into it one restoring step at a time (no uint8 copy of the whole clip)."""
+    clips = [clips] if isinstance(clips, torch.Tensor) else list(clips)
+    parts = [RestoredFrames(clip, fit) for clip in clips]
+    total = sum(len(part) for part in parts)
+    try:
+        check_memory(total * fit.output_size[0] * fit.output_size[1] * 3 * 4 + RESTORE_BYTES,
+                     f"restoring {total} frames of {fit.output_size[0]}x{fit.output_size[1]} as an IMAGE batch")
+    except InputError as exc:
+        raise InputError(f"{str(exc).split('; use')[0]}; leave the fit unconnected to keep the fitted size, load "
+                         "fewer frames, or scale the source down first (the fit restores the source's size).") from None
+    batch = torch.empty((total, parts[0].height, parts[0].width, 3), dtype=torch.float32)
+    position = 0
+    for part in parts:
+        for frame in part:
+            batch[position] = torch.from_numpy(frame).float().div_(255.0)
+            position += 1
+    return batch
 
 
 # ---------------------------------------------------------------- LATENT and CONDITIONING

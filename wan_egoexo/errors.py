@@ -28,3 +28,11 @@ class NonFiniteError(WanEgoExoError, ArithmeticError):
 
 class Cancelled(WanEgoExoError):
     """Sampling was stopped by the caller's progress callback."""
+
+
+class WriteError(WanEgoExoError, OSError):
+    """A file could not be written for want of space or permission; the message names it and what to change."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code

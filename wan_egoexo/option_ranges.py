@@ -19,6 +19,17 @@ SHIFT_RANGE = (0.0, 100.0)  # the low end excluded: shift must be > 0
 LORA_STRENGTH_RANGE = (-100.0, 100.0)
 STEPS_RANGE = (1, 1000)
 SEED_RANGE = (0, 2**64 - 1)
+# Frames of one clip inside ComfyUI (Load Video's frames input, an IMAGE source of In-Context): 4k+1, about
+# two minutes at 8 fps, sampled in sliding windows. Longer clips go through the command line.
+MAX_CLIP_FRAMES = 1001
+
+
+def check_clip_frames(count: int, name: str = "source") -> None:
+    """An IMAGE batch handed to In-Context holds at most MAX_CLIP_FRAMES frames (checked before any encode)."""
+    if int(count) > MAX_CLIP_FRAMES:
+        raise InputError(f"{name}: {int(count):,} frames; expected at most {MAX_CLIP_FRAMES} (about two minutes at "
+                         "8 fps). Load fewer frames (WorldWander Load Video's frames, or a later start_frame), or "
+                         "translate longer clips with `python -m wan_egoexo translate` (sliding windows).")
 
 
 def finite_number(name: str, value, low: float, high: float, *, low_open: bool = False, hint: str = "") -> float:

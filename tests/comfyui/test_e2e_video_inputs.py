@@ -76,3 +76,41 @@ def test_audio_flows_from_load_video_to_the_saved_file(comfy_server, clip_with_a
     pcm = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f",
                           "s16le", "-ac", "1", "-ar", "48000", "-"], capture_output=True, check=True).stdout
     assert len(pcm) / 2 / 48000 == pytest.approx(9 / 8, abs=0.05)  # the 9 frames' span, not the clip's 2 s
+
+
+def _upload(server, name: str, data: bytes) -> str:
+    """POST a file to /upload/image as the frontend does; the name it was stored under."""
+    import json  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    boundary = "----worldwander-test"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(server.url + "/upload/image", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["name"]
+
+
+def test_an_uploaded_playlist_naming_a_clip_outside_is_refused(comfy_server, clip_with_audio, tmp_path):
+    """issue 18: an HLS playlist uploaded as evil.m3u8 whose segment lies outside every ComfyUI folder was
+    translated and could be downloaded from output/."""
+    secret = tmp_path / "secret.ts"
+    import imageio_ffmpeg  # noqa: PLC0415
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(clip_with_audio), "-c", "copy",
+                    "-f", "mpegts", str(secret)], check=True)
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{secret}\n#EXT-X-ENDLIST\n".encode()
+    name = _upload(comfy_server, "evil.m3u8", playlist)
+    body = rejection(comfy_server, load_and_save(video=name))
+    assert "is not a video or image file (.m3u8)" in body
+
+
+def test_an_uploaded_concat_script_named_mp4_fails_without_reading_its_file(comfy_server, clip_with_audio):
+    name = _upload(comfy_server, "script.mp4", f"ffconcat version 1.0\nfile {CLIP}\n".encode())
+    before = set(comfy_server.output_dir.rglob("*.mp4"))
+    entry = comfy_server.run_prompt(load_and_save(video=name))
+    status = entry.get("status", {})
+    assert status.get("status_str") == "error"
+    assert "concat script" in str(status.get("messages"))
+    assert set(comfy_server.output_dir.rglob("*.mp4")) == before

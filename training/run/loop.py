@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from wan_egoexo.errors import InputError
 
-from wan_egoexo.atomic_files import atomic_path
+from wan_egoexo.atomic_files import atomic_path, disk_errors
 from .checkpoints import (CONFIG_FILE, LORA_FILE, clean_interrupted_saves, read_checkpoint_state, resolve_resume,
                           save_checkpoint)
 from .checkpoints import checkpoint_path
@@ -215,7 +215,8 @@ def run(session: TrainingSession, callbacks=()) -> TrainingResult:
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_saves(output_dir)
-        (output_dir / CONFIG_FILE).write_text(session.config_text)
+        with disk_errors(output_dir / CONFIG_FILE):
+            (output_dir / CONFIG_FILE).write_text(session.config_text)
     resume_from = context.broadcast_object(resolve_resume(output_dir, config.checkpoint.resume)
                                            if context.is_main else None)
     result = TrainingResult(step=0, resumed_from=resume_from)

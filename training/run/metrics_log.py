@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+from wan_egoexo.atomic_files import disk_errors
 from wan_egoexo.errors import InputError
 
 METRICS_FILE = "metrics.jsonl"
@@ -58,11 +59,12 @@ class JsonlFile:
             self.path.write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
-        self._file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        self._file.flush()
+        with disk_errors(self.path):  # a full or read-only disk is a WriteError naming the file
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")
+            self._file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None:

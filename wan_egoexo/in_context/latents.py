@@ -86,13 +86,16 @@ def _vae_device_dtype(vae) -> tuple[torch.device, torch.dtype]:
 
 @torch.no_grad()
 def encode_video(vae, video: torch.Tensor, sample: bool = False,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, interrupt=None) -> torch.Tensor:
     """Normalised float32 latents [B, C, (F-1)//4+1, H//16, W//16] of ``video`` [B, 3, F, H, W] in [-1, 1].
 
     Takes the mode (mean) of the VAE posterior unless ``sample`` is True, then draws from it with
     ``generator``. Runs in the VAE's own device and dtype; the result is on the VAE's device.
+    ``interrupt``: a callable that raises to stop (a host's cancel check), called before each chunk the
+    VAE's encoder runs (the Wan VAE encodes a few frames, or a tile, per call), so a long clip stops
+    within one chunk.
     """
-    posterior = _posterior(vae, video)
+    posterior = _posterior(vae, video, interrupt)
     z = posterior.sample(generator=generator) if sample else posterior.mode()
     return normalize_latents(z.float(), vae)
 
@@ -107,7 +110,7 @@ def encode_posterior(vae, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return normalize_latents(posterior.mean.float(), vae), posterior.std.float() / std
 
 
-def _posterior(vae, video: torch.Tensor):
+def _posterior(vae, video: torch.Tensor, interrupt=None):
     if not torch.is_tensor(video) or video.ndim != 5 or video.shape[1] != 3:
         shape = tuple(video.shape) if torch.is_tensor(video) else type(video).__name__
         raise InputError(f"video: shape {shape} is not [B, 3, F, H, W].")
@@ -118,7 +121,17 @@ def _posterior(vae, video: torch.Tensor):
     if peak > _VIDEO_RANGE_LIMIT:
         raise InputError(f"video: values reach {peak:.3g}; expected a video scaled to [-1, 1].")
     device, dtype = _vae_device_dtype(vae)
-    return vae.encode(video.to(device=device, dtype=dtype)).latent_dist
+    encoder = getattr(vae, "encoder", None)
+    if interrupt is None:
+        return vae.encode(video.to(device=device, dtype=dtype)).latent_dist
+    interrupt()
+    hook = encoder.register_forward_pre_hook(lambda *_: interrupt()) if isinstance(encoder, torch.nn.Module) \
+        else None
+    try:
+        return vae.encode(video.to(device=device, dtype=dtype)).latent_dist
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 @torch.no_grad()

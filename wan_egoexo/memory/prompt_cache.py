@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import stat
+import warnings
 import struct
 from pathlib import Path
 
@@ -188,6 +189,17 @@ def release_text_encoder(text_encoder) -> None:
         torch.cuda.empty_cache()
 
 
+def _store(path: Path, embedding: torch.Tensor, prompt: str) -> None:
+    """Cache an embedding; the cache is only an optimisation, so a write that fails (disk full, read-only
+    folder, no permission) is a warning and the run goes on with the embedding it has."""
+    try:
+        save_cached_embedding(path, embedding, prompt)
+    except OSError as exc:  # WriteError included
+        reason = exc.strerror or str(exc)
+        warnings.warn(f"prompt cache: could not write {path} ({reason}); the prompt is encoded again next time "
+                      "(free some space, or pass --no-prompt-cache / another --prompt-cache folder).", stacklevel=3)
+
+
 def encode_prompts_cached(text_encoder_path, prompts: list[str], cache_dir=None, max_length: int = 512,
                           device=None, dtype=None, load=None, encode=None) -> tuple[torch.Tensor, dict]:
     """Embeddings [len(prompts), max_length, D] float32 on the CPU, from the cache where present.
@@ -225,7 +237,7 @@ def encode_prompts_cached(text_encoder_path, prompts: list[str], cache_dir=None,
         for index, (path, prompt) in enumerate(zip(paths, prompts)):
             if found[index] is None:
                 found[index] = fresh[prompt].float()
-                save_cached_embedding(path, found[index], prompt)
+                _store(path, found[index], prompt)
     widths = {tuple(f.shape) for f in found}
     if len(widths) != 1:
         raise ModelFileError(cache_dir, f"holds embeddings of different shapes {sorted(widths)} for one encoder.",

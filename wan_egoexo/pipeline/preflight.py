@@ -18,6 +18,7 @@ import numpy as np
 from .batch import output_paths, reference_for
 from ..video.clip_reader import plan_clip_fit
 from ..video.clip_source import ClipSource, open_clip
+from ..atomic_files import check_file_name
 from ..errors import InputError, ModelFileError
 from ..option_ranges import check_lora_strength
 from ..sampling.sampler import SamplingSettings
@@ -68,6 +69,7 @@ class Problems:
 def check_output_file(path) -> None:
     """The output must be a writable file path whose suffix names a container H.264 goes into."""
     path = Path(path)
+    check_file_name(path, "out")
     if path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise InputError(f"out: {path} cannot hold H.264 video ({path.suffix or 'no suffix'}); expected a "
                          f"{'/'.join(WRITABLE_SUFFIXES)} file.")
@@ -75,6 +77,40 @@ def check_output_file(path) -> None:
         raise InputError(f"out: {path} is a folder; expected a video file path (or give --video a folder of clips "
                          "to translate a batch).")
     check_writable_folder(path.parent, "out")
+
+
+def _same_file(a, b) -> bool:
+    """Whether two paths name one file (links and relative paths resolved; hard links by inode)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_the_input(clip, out) -> None:
+    """The output must not be the input: writing it would replace the clip with its translation."""
+    if _same_file(clip, out):
+        raise InputError(f"out: {out} is the input {clip} (the same file, through a link or another spelling); "
+                         "writing it would replace the clip with its translation. Choose another --out.")
+
+
+def check_batch_folder(clips, out) -> None:
+    """A batch's output folder must hold none of its inputs: its outputs would be inputs of the next run.
+    Refused rather than guessed at, before anything runs (see README, batches)."""
+    folder = os.path.realpath(out)
+    def holds(clip) -> bool:
+        try:
+            return os.path.commonpath([os.path.realpath(clip), folder]) == folder
+        except ValueError:  # another drive (Windows)
+            return False
+
+    inside = [clip for clip in clips if holds(clip)]
+    if inside:
+        raise InputError(f"out: the output folder {out} holds {len(inside)} of the batch's inputs (e.g. {inside[0]}); "
+                         "a second run would translate its own outputs. Give --out a folder that holds no input "
+                         f"clips, e.g. {Path(out) / 'translated'}.")
 
 
 def check_writable_folder(folder, name: str) -> None:
@@ -161,9 +197,11 @@ def check_run(task, clips: list[Path], out, fit: FitOptions | None, input_fps: f
             problems.add(f"out: {out} is a file; expected a folder for the outputs of a batch.")
         else:
             problems.check(check_writable_folder, out, "out")
+            problems.check(check_batch_folder, clips, out)
         outputs = problems.check(output_paths, clips, Path(out), task.name) or {}
     else:
         problems.check(check_output_file, out)
+        problems.check(check_not_the_input, clips[0], out)
         outputs = {clips[0]: Path(out)}
     index, count = shard
     mine = [clip for clip in clips[index::count] if clip in outputs]

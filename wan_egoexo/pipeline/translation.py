@@ -29,6 +29,7 @@ from ..models.text_encoding import encode_prompts
 from ..models.transformer_loader import load_transformer
 from ..models.vae_loader import load_vae
 from ..video.fit import FitInfo, FitOptions, fit_video, letterbox_image, output_fps, unfit_video
+from ..video.restore import RestoredFrames
 from ..in_context.windows import WindowOptions
 from ..video.clip_reader import read_fitted_clip
 from ..video.read_write import write_video
@@ -36,7 +37,9 @@ from ..video.read_write import write_video
 
 @dataclass
 class TranslationResult:
-    frames: np.ndarray  # uint8 [F, H, W, 3] at the input's size
+    # uint8 [F, H, W, 3] at the input's size; translate_clip / translate_file, which write a file, give a
+    # restore.RestoredFrames (a sized iterable of those frames, each restored when read: see video/restore)
+    frames: np.ndarray | RestoredFrames
     fps: float
     fit: FitInfo
     latents: torch.Tensor  # normalised target latents [1, 48, f, h, w]
@@ -102,8 +105,10 @@ def translate_frames(transformer, vae, text_embeds, negative_embeds, frames, fps
 def translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info: FitInfo, task,
                      reference_image=None, settings: SamplingSettings | None = None,
                      positions: str = "collaborative", callback=None, windows: WindowOptions | None = None,
-                     frame_rate: str = "model", cfg_batch: int = 2) -> TranslationResult:
-    """translate_frames for a clip already fitted to the grid (video [3, F, H, W] in [-1, 1] and its FitInfo)."""
+                     frame_rate: str = "model", cfg_batch: int = 2, stream_output: bool = False) -> TranslationResult:
+    """translate_frames for a clip already fitted to the grid (video [3, F, H, W] in [-1, 1] and its FitInfo).
+    ``stream_output``: the result's frames are a RestoredFrames (restored when written, a few at a time)
+    rather than one array at the source's size."""
     task = get_task(task)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -121,7 +126,7 @@ def translate_fitted(transformer, vae, text_embeds, negative_embeds, video, info
 
     start = time.perf_counter()
     decoded = decode_latents(vae, latents)
-    out = unfit_video(decoded[0], info, frame_rate)
+    out = RestoredFrames(decoded[0], info, frame_rate) if stream_output else unfit_video(decoded[0], info, frame_rate)
     timings["decode"] = time.perf_counter() - start
     return TranslationResult(out, output_fps(info, frame_rate), info, latents.cpu(), timings)
 
@@ -235,7 +240,7 @@ def translate_clip(models: LoadedModels, video_path, out_path, reference_image=N
     read_seconds = time.perf_counter() - start
     result = translate_fitted(models.transformer, models.vae, models.text_embeds, models.negative_embeds,
                               clip.video, clip.info, models.task, reference_image, settings, positions, callback,
-                              windows, frame_rate, models.cfg_batch)
+                              windows, frame_rate, models.cfg_batch, stream_output=True)
     clip.video = None  # the fitted pixels are not needed for writing: free them first
     start = time.perf_counter()
     write_video(out_path, result.frames, result.fps, audio=clip.source_audio() if audio else None)

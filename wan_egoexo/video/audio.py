@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .containers import file_url, input_args
 from .ffmpeg_process import FfmpegProcess, ffmpeg_exe, ffmpeg_problem
 
 # Audio codecs each output container takes as they are (ffmpeg's muxers accept them without flags).
@@ -71,7 +72,7 @@ def read_audio(path, stream, start: float, seconds: float) -> AudioClip | None:
         raise InputError(f"{path}: {seconds:.0f} s of audio asked for; at most {MAX_AUDIO_SECONDS} s are read "
                          "into memory at once (translate a shorter part).")
     channels = max(1, int(stream.channels))
-    args = ["-loglevel", "error", "-ss", f"{max(0.0, start):.6f}", "-t", f"{seconds:.6f}", "-i", str(path),
+    args = ["-loglevel", "error", "-ss", f"{max(0.0, start):.6f}", "-t", f"{seconds:.6f}", *input_args(path),
             "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(stream.sample_rate), "-f", "f32le",
             "-acodec", "pcm_f32le", "-"]
     limit = (int(math.ceil(seconds * stream.sample_rate)) + stream.sample_rate) * channels * 4
@@ -150,15 +151,15 @@ def mux_audio(video_path: Path, out_path: Path, audio, seconds: float) -> None:
     if isinstance(audio, SourceAudio):
         copy = can_copy(audio.codec, out_path.suffix)
         codec = ["-c:a", "copy"] if copy else _aac_args(audio.sample_rate, audio.channels)
-        cmd = ["-i", str(video_path), "-ss", f"{max(0.0, audio.start):.6f}", "-i", audio.path]
+        cmd = [*input_args(video_path), "-ss", f"{max(0.0, audio.start):.6f}", *input_args(audio.path)]
         data = None
     else:
         channels = audio.waveform.shape[0]
-        cmd = ["-i", str(video_path), "-f", "f32le", "-ar", str(audio.sample_rate), "-ac", str(channels),
-               "-i", "pipe:0"]
+        cmd = [*input_args(video_path), "-f", "f32le", "-ar", str(audio.sample_rate), "-ac", str(channels),
+               "-protocol_whitelist", "pipe", "-i", "pipe:0"]
         codec = _aac_args(audio.sample_rate, channels)
         data = np.ascontiguousarray(audio.waveform.T, dtype=np.float32).tobytes()
-    args = [ffmpeg_exe(), "-hide_banner", "-y", "-loglevel", "error", *cmd, *common, *codec, str(out_path)]
+    args = [ffmpeg_exe(), "-hide_banner", "-y", "-loglevel", "error", *cmd, *common, *codec, file_url(out_path)]
     try:
         result = subprocess.run(args, input=data, capture_output=True, timeout=MUX_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .containers import check_not_a_loop
 from .probe import AudioStream, VideoProbe, check_source_pixels, probe_video_file
 from .read_write import IMAGE_SUFFIXES, image_size, list_frame_files
 from .timing import Timeline, constant_rate, timeline_from_probe
@@ -46,6 +47,7 @@ def open_clip(path, input_fps: float | None = None, audio: bool = True) -> ClipS
     path = Path(path)
     rate = DEFAULT_INPUT_FPS if input_fps is None else input_fps
     if not path.exists():
+        check_not_a_loop(path)
         raise InputError(f"{path}: no such video file or frame folder.")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         files = list_frame_files(path) if path.is_dir() else [path]

@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from ..errors import InputError
+from .containers import input_args
 from .ffmpeg_process import FfmpegProcess, ffmpeg_problem
 from .probe import MAX_SOURCE_PIXELS, check_source_pixels
 
@@ -68,7 +69,7 @@ def decode_frames(probe, timeline, indices, crop_box, size) -> tuple[dict[int, n
             pts = match.group(2)
             entries.put((int(match.group(1)), int(pts) if pts.lstrip("-").isdigit() else None))
 
-    args = ["-loglevel", "repeat+info", "-max_pixels", str(MAX_SOURCE_PIXELS), "-i", probe.path,
+    args = ["-loglevel", "repeat+info", "-max_pixels", str(MAX_SOURCE_PIXELS), *input_args(probe.path),
             "-map", "0:V:0", "-an", "-sn", "-dn", "-vf", _filters(crop_box, size), "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     buffer = bytearray(frame_bytes)

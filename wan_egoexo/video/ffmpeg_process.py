@@ -3,7 +3,8 @@
 stdout is a pipe the caller reads as it goes (frames, packet lines); stderr is read on a thread so
 ffmpeg never blocks on it, and only its head (the stream report) and tail (the errors) are kept, so
 a file that makes ffmpeg print millions of warnings costs a fixed amount of memory. Leaving the
-``with`` block ends the process, whatever happened, so no ffmpeg outlives a failed or cancelled read.
+``with`` block ends the process, whatever happened, so no ffmpeg outlives a failed or cancelled read
+(or write: a writer feeds ffmpeg's stdin instead, and its stdout is discarded).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ TAIL_LINES = 200
 
 # ffmpeg's stderr is long; these phrases in it say what is wrong in words a user can act on.
 _PROBLEMS = (
+    ("not on whitelist", "it is not an mp4/mov/webm/mkv/avi/gif container (a playlist, a concat script or "
+                         "another format that reads other files is refused)"),
+    ("No space left on device", "the disk is full (no space left on device)"),
+    ("Read-only file system", "the folder is on a read-only file system"),
     ("does not contain any stream", "it has no video stream, or one with 0 frames"),
     ("partial file", "the file is truncated"),
     ("moov atom not found", "the file is truncated or was never finished (no index)"),
@@ -55,7 +60,7 @@ class FfmpegProcess:
     ffmpeg's per-frame log (showinfo).
     """
 
-    def __init__(self, args: list[str], path, on_line=None):
+    def __init__(self, args: list[str], path, on_line=None, stdin: bool = False):
         self.path = path
         self._head: list[str] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -64,10 +69,12 @@ class FfmpegProcess:
         try:
             self.process = subprocess.Popen(
                 [ffmpeg_exe(), "-hide_banner", "-y", "-nostdin", *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL if stdin else subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise InputError(f"{path}: cannot start ffmpeg ({exc}); reinstall imageio-ffmpeg.") from None
         self.stdout = self.process.stdout
+        self.stdin = self.process.stdin  # only with stdin=True (a writer): stdout is then discarded
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -114,7 +121,12 @@ class FfmpegProcess:
     def __exit__(self, *exc) -> None:
         self.kill()
         self._reader.join(timeout=10)  # ffmpeg is gone: its stderr ends, and so does the thread
-        self.process.stdout.close()
+        for pipe in (self.process.stdout, self.process.stdin):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:  # a writer's unflushed frames: ffmpeg is gone
+                    pass
         if not self._reader.is_alive():
             self.process.stderr.close()
 

@@ -5,8 +5,9 @@ frames by time: nearest source frame at the target fps, or every Nth frame; neve
 grid_size picks the automatic size). ``fit_video`` applies a plan to frames in memory: pads the
 count to 4k+1 by repeating the last real frame and maps a source region onto the target size by
 centre crop, letterbox (pad) or stretch; the streaming reader (clip_reader) applies the same plan
-to a file without holding it. Everything needed to go back is kept in ``FitInfo``; ``unfit_video``
-drops the repeated frames and maps the target region back to ``FitInfo.output_size``.
+to a file without holding it. Everything needed to go back is kept in ``FitInfo``; restore (re-exported
+here) drops the repeated frames and maps the target region back to ``FitInfo.output_size``, a frame at a
+time.
 
 Geometry is kept as two boxes (x, y, width, height):
   crop_box     the source region that was used (the centre crop in "crop" mode, else the whole frame);
@@ -27,7 +28,8 @@ import torch
 
 from ..errors import InputError
 from .grid_size import GRID, target_size
-from .pixels import Box, allocate, as_tensor, check_frames, map_region, resize, to_signed_unit
+from .pixels import Box, allocate, as_tensor, check_frames, map_region, to_signed_unit
+from .restore import FRAME_RATES, RestoredFrames, output_fps, source_rate_frame_map, unfit_video  # noqa: F401
 from .timing import Timeline, constant_rate, plan_frames
 
 MODES = ("crop", "pad", "stretch")
@@ -259,68 +261,6 @@ def fit_video(frames, fps: float, options: FitOptions | None = None) -> tuple[to
     info.source_fps = float(fps)
     video = fitted_video_from(info, lambda chunk: frames[torch.from_numpy(chunk)])
     return video, info
-
-
-def _fitted_layout(video: torch.Tensor, info: FitInfo) -> torch.Tensor:
-    """Bring model output to channels-first [3, F, H, W] in [-1, 1] (accepts [1, 3, F, H, W] and
-    channels-last frames [F, H, W, 3] as uint8 or float 0..1)."""
-    if video.ndim == 5 and video.shape[0] == 1:
-        video = video[0]
-    if video.ndim == 4 and video.shape[0] == 3 and tuple(video.shape[2:]) == (info.height, info.width):
-        return video.float()
-    if video.ndim == 4 and video.shape[-1] == 3 and tuple(video.shape[1:3]) == (info.height, info.width):
-        return to_signed_unit(video, "video").permute(3, 0, 1, 2)
-    raise InputError(f"video: shape {tuple(video.shape)} does not match the fit ({info.width}x{info.height}); "
-                     f"expected [3, frames, {info.height}, {info.width}] in [-1, 1] or "
-                     f"[frames, {info.height}, {info.width}, 3].")
-
-
-FRAME_RATES = ("source", "model")
-
-
-def source_rate_frame_map(info: FitInfo) -> np.ndarray:
-    """For each source frame in the span the fitted clip covers, the fitted frame nearest in time.
-
-    The span starts at the first source frame used and lasts real_frames / fitted_fps seconds (cut at
-    the end of the source), so the output keeps the input's duration and motion speed."""
-    first = info.source_indices[0]
-    ratio = info.fitted_fps / info.source_fps  # fitted frames per source frame
-    count = min(info.source_frames - first, max(1, round(info.real_frames / ratio)))
-    nearest = np.floor(np.arange(count) * ratio + 0.5 + 1e-6).astype(np.int64)
-    return np.minimum(nearest, info.real_frames - 1)
-
-
-def output_fps(info: FitInfo, frame_rate: str = "model") -> float:
-    """The rate to write unfit_video's result at: the input's ("source") or the fitted clip's ("model")."""
-    if frame_rate not in FRAME_RATES:
-        raise InputError(f"frame_rate: {frame_rate!r} is not supported; expected one of {FRAME_RATES}.")
-    return info.source_fps if frame_rate == "source" else info.fitted_fps
-
-
-def unfit_video(video, info: FitInfo, frame_rate: str = "model") -> np.ndarray:
-    """Undo fit_video: drop the repeated frames and map back to uint8 [frames, H, W, 3].
-
-    H x W is ``info.output_size``: the source size, or the kept region's for a "crop" that cut more than
-    the automatic size's few pixels.
-    frame_rate "model": the real fitted frames, to write at ``info.output_fps``; "source": resampled
-    back to the input's frame rate (nearest frame in time), as many frames as the input had over the
-    covered span, to write at ``info.source_fps``.
-    """
-    output_fps(info, frame_rate)
-    video = _fitted_layout(as_tensor(video, "video"), info)
-    if video.shape[1] < info.real_frames:
-        raise InputError(f"video: has {video.shape[1]} frames but the fit used {info.real_frames} real frames; "
-                         f"expected at least {info.real_frames} (usually {info.num_frames}).")
-    x, y, w, h = info.content_box
-    out_w, out_h = info.output_size
-    result = np.empty((info.real_frames, out_h, out_w, 3), dtype=np.uint8)
-    for start in range(0, info.real_frames, _CHUNK):
-        stop = min(start + _CHUNK, info.real_frames)
-        chunk = video[:, start:stop, y:y + h, x:x + w].permute(1, 0, 2, 3).clamp(-1.0, 1.0)
-        restored = resize(chunk, out_h, out_w)
-        pixels = ((restored + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-        result[start:stop] = pixels.permute(0, 2, 3, 1).cpu().numpy()
-    return result[source_rate_frame_map(info)] if frame_rate == "source" else result
 
 
 # ---------------------------------------------------------------- still images

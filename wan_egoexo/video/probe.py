@@ -9,7 +9,8 @@ timestamps are exact (no frame rate is assumed). The few facts framecrc does not
 rotation, the container's duration, the channel count) come from ffmpeg's stream report on stderr.
 
 ffmpeg runs as a child process: a hostile file that makes a demuxer or decoder misbehave costs
-that process, not this one, and every failure becomes an InputError in a user's words.
+that process, not this one, and every failure becomes an InputError in a user's words. ffmpeg opens
+the named file and nothing else (containers.input_args: a file: URL, protocol and format whitelists).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .containers import check_regular_file, check_video_name, input_args
 from .ffmpeg_process import FfmpegProcess, ffmpeg_problem
 
 NOPTS = -(2**63)  # AV_NOPTS_VALUE as framecrc prints it
@@ -238,12 +240,11 @@ def _audio_stream(header, packets, blocks, stream: int) -> AudioStream | None:
 def probe_video_file(path, audio: bool = True) -> VideoProbe:
     """Probe a video file (see the module docstring); InputError names the file and the fault."""
     path = Path(path)
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "no such video file"
-        raise InputError(f"{path}: {what}; expected a readable video file.")
+    check_regular_file(path)
+    check_video_name(path)
     maps = ["-map", "0:V:0"] + (["-map", "0:a:0?"] if audio else [])
     # max_pixels: ffmpeg decodes a frame or two to learn a stream's format; an oversized one is not decoded
-    args = ["-loglevel", "repeat+info", "-max_pixels", str(MAX_SOURCE_PIXELS), "-i", str(path), *maps, "-c", "copy",
+    args = ["-loglevel", "repeat+info", "-max_pixels", str(MAX_SOURCE_PIXELS), *input_args(path), *maps, "-c", "copy",
             "-f", "framecrc", "-"]
     deadline = time.monotonic() + PROBE_TIMEOUT_S
     with FfmpegProcess(args, path) as ff:

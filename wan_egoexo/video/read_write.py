@@ -1,4 +1,4 @@
-"""Reading and writing whole videos and still images as uint8 RGB numpy arrays.
+"""Reading whole videos and still images as uint8 RGB numpy arrays.
 
 Video files are probed and decoded by the ffmpeg binary that imageio-ffmpeg ships (probe,
 decode: every frame once, in presentation order, rotation applied, the rate measured from the
@@ -6,41 +6,32 @@ timestamps); still images and folders of numbered frames go through PIL, their s
 the header before a pixel is decoded. Reading only the frames a fit uses is clip_reader's job; this
 module serves callers that want every frame (training, tests). Every failure a user can cause
 (missing path, corrupt file, empty video, mixed frame sizes, oversized frames) is raised as
-InputError naming the path and what was expected.
+InputError naming the path and what was expected. Writing is write's (write_video is re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..atomic_files import atomic_path
 from ..errors import InputError
+from .containers import VIDEO_SUFFIXES, check_not_a_loop  # noqa: F401  (VIDEO_SUFFIXES: re-exported)
 from .decode import decode_frames
 from .host_memory import check_memory
 from .probe import MAX_SOURCE_PIXELS, check_source_pixels, probe_video_file
 from .timing import timeline_from_probe
+from .write import WRITABLE_SUFFIXES, write_video  # noqa: F401  (re-exported: the one writer lives in write)
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v")
-WRITABLE_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
-
-# Written files are tagged BT.709 (what players assume for HD video) and converted with that
-# matrix, so colours do not shift between the writer, ffmpeg's own reader and players.
-_BT709_FILTER = ("scale=out_color_matrix=bt709:out_range=tv,"
-                 "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709")
 
 
 @dataclass
@@ -210,6 +201,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_fol
     if not frame_folder_fps or not math.isfinite(frame_folder_fps) or frame_folder_fps <= 0:
         raise InputError(f"frame_folder_fps: {frame_folder_fps!r} is invalid; expected a positive frame rate.")
     if not path.exists():
+        check_not_a_loop(path)
         raise InputError(f"{path}: no such video file or frame folder.")
     if path.is_dir():
         return Video(_read_frame_folder(path, max_frames), float(frame_folder_fps), str(path))
@@ -217,87 +209,3 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, frame_fol
         return Video(read_image(path)[None], float(frame_folder_fps), str(path))
     frames, fps = _read_video_file(path, max_frames)
     return Video(frames, fps, str(path))
-
-
-# ---------------------------------------------------------------- writing
-
-def _frames_as_uint8(frames) -> np.ndarray:
-    if hasattr(frames, "detach"):  # a torch tensor
-        frames = frames.detach().cpu()
-        frames = frames.float().numpy() if frames.is_floating_point() else frames.numpy()
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise InputError(f"frames: shape {tuple(frames.shape)} is invalid; expected [frames, height, width, 3] "
-                         "with at least one frame.")
-    if frames.dtype == np.uint8:
-        return frames
-    if not np.issubdtype(frames.dtype, np.floating):
-        raise InputError(f"frames: dtype {frames.dtype} is not supported; expected uint8 0..255 or float 0..1.")
-    low, high = float(frames.min()), float(frames.max())
-    if low < -0.05 or high > 1.05 or not np.isfinite([low, high]).all():
-        raise InputError(f"frames: float values span {low:.3g}..{high:.3g}; expected 0..1 "
-                         "(map a [-1, 1] video with (x + 1) / 2 first).")
-    return np.round(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _pad_to_even(frames: np.ndarray) -> np.ndarray:
-    """yuv420p needs even sizes: add one edge-replicated row/column instead of letting ffmpeg rescale
-    (a rescale would blur every pixel; the extra row/column is a copy of the border)."""
-    height, width = frames.shape[1:3]
-    pad_h, pad_w = height % 2, width % 2
-    if not (pad_h or pad_w):
-        return frames
-    logger.info("Padding %dx%d frames to %dx%d (edge copy) for yuv420p.", width, height, width + pad_w, height + pad_h)
-    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-
-
-def write_video(path: str | os.PathLike, frames, fps: float | Fraction, crf: int = 17, audio=None) -> Path:
-    """Encode frames (uint8 [F, H, W, 3] or float 0..1) as H.264 yuv420p at ``fps``.
-
-    ``audio`` (audio.SourceAudio or audio.AudioClip) is added, trimmed to the video's length.
-    Odd widths/heights get one edge-replicated column/row (see _pad_to_even). The file is written
-    under a temporary name in the same folder and renamed when complete, so an interrupted write
-    never leaves a partial file under ``path``. Parent folders are created.
-    """
-    path = Path(path)
-    if path.suffix.lower() not in WRITABLE_SUFFIXES:
-        raise InputError(f"{path}: cannot write H.264 into a {path.suffix or 'suffix-less'} file; "
-                         f"expected one of {', '.join(WRITABLE_SUFFIXES)}.")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
-        raise InputError(f"fps: {fps!r} is invalid; expected a positive frame rate.")
-    if int(crf) != crf or not 0 <= crf <= 51:
-        raise InputError(f"crf: {crf!r} is invalid; expected an integer 0..51 (lower is better quality).")
-    frames = _pad_to_even(_frames_as_uint8(frames))
-
-    output_params = ["-crf", str(int(crf)), "-vf", _BT709_FILTER]
-    if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-        output_params += ["-movflags", "+faststart"]
-    with atomic_path(path, keep_suffix=True) as temp:
-        if audio is None:
-            _encode(temp, frames, fps, output_params, path)
-            return path
-        from .audio import mux_audio  # noqa: PLC0415
-
-        video_only = temp.with_name(f"{temp.stem}.video{temp.suffix}")  # a .partial name: cleaned up if killed
-        try:
-            _encode(video_only, frames, fps, output_params, path)
-            mux_audio(video_only, temp, audio, len(frames) / float(fps))
-        finally:
-            video_only.unlink(missing_ok=True)
-    return path
-
-
-def _encode(temp: Path, frames: np.ndarray, fps, output_params: list[str], path: Path) -> None:
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(temp), (int(width), int(height)), fps=fps if isinstance(fps, Fraction) else float(fps),
-        codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=None, macro_block_size=1,
-        ffmpeg_log_level="error", output_params=output_params)
-    try:  # closing the generator stops and waits for ffmpeg, also when the loop is interrupted (Ctrl-C)
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
-    if temp.stat().st_size == 0:
-        raise InputError(f"{path}: ffmpeg wrote nothing; expected an encoded video.")
