@@ -152,8 +152,12 @@ def test_bench_hostile_runs_fast(tmp_path):
     out = tmp_path / "hostile.json"
     assert bench_hostile_runs.main(["--fast", "--json", str(out)]) == 0
     rows = {row["case"]: row for row in json.loads(out.read_text())["results"]}
-    assert rows["--lora-strength 1e30"]["exit"] != 0 and not rows["--lora-strength 1e30"]["written"]
-    assert rows["kill -9 during a write, then the next write into the folder"]["leftovers"] == []
+    strength = rows["--lora-strength 1e30"]
+    assert strength["exit"] == 2 and not strength["written"]  # refused while the command line is parsed
+    assert "argument --lora-strength: '1e30' is invalid; expected a finite number from -100.0 to 100.0" \
+        in strength["message"]
+    kill9 = rows["kill -9 during a write, then the next write into the folder"]
+    assert kill9["after_kill"] and kill9["leftovers"] == []
     concat = rows["ffconcat script saved as clip.mp4 (same-folder file)"]
     assert concat["exit"] == 1 and not concat["written"] and "concat script" in concat["message"]
     same = rows["--video x.mp4 --out ./x.mp4"]
