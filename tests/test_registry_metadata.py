@@ -70,7 +70,7 @@ def test_tool_comfy_has_a_display_name_and_an_icon_shipped_here(pyproject):
         assert image.format in ("PNG", "JPEG", "GIF") and image.width <= 800 and image.height <= 400
 
 
-def tested_comfyui_versions() -> list[str]:
+def comfyui_hosts_tested() -> list[str]:
     """The hosts scripts/test.sh runs the ComfyUI tests on (.ci/comfyui_hosts, first column)."""
     rows = [line.split() for line in (REPO / ".ci/comfyui_hosts").read_text().splitlines()]
     return [row[0] for row in rows if row and not row[0].startswith("#")]
@@ -82,7 +82,7 @@ def test_requires_comfyui_is_a_range_every_tested_host_is_in(pyproject):
 
     declared = pyproject["tool"]["comfy"]["requires-comfyui"]
     specifier = SpecifierSet(declared)  # InvalidSpecifier unless it is a PEP 440 range
-    tested = [Version(version) for version in tested_comfyui_versions()]
+    tested = [Version(version) for version in comfyui_hosts_tested()]
     assert {"0.3.64", "0.33.0"} <= set(map(str, tested))
     outside = [str(version) for version in tested if version not in specifier]
     assert not outside, f"requires-comfyui {declared!r} excludes the tested host(s) {outside}"
