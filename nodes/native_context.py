@@ -13,6 +13,8 @@ Nothing here imports ComfyUI: MODEL, VAE and LATENT are used through their own m
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from wan_egoexo.comfy_interop import first_image, image_batch_to_video, latent_samples, video_to_image_batch
@@ -32,7 +34,14 @@ WAN22_LATENT_CHANNELS = 48
 class InContextRope:
     """``diffusion_model.rope_encode`` for the in-context sequence: the wrapped rope_encode's table for
     consecutive frames, with each frame re-indexed to its collaborative position. The layout is read
-    from the number of frames, so one patched model serves any clip length of its task."""
+    from the number of frames, so one patched model serves any clip length of its task.
+
+    Every argument after ``t, h, w`` is passed on unchanged, whatever the host adds to rope_encode
+    (ComfyUI >= 0.3.68 passes ``transformer_options``, >= 0.25 also ``source_id``); only the frame
+    count is replaced. Calls that are not the sequence's own table (a ``t_start``, ``steps_*`` or a
+    non-zero ``source_id``: motion, reference or context-stream tables) get the plain table."""
+
+    _PLAIN_TABLE_ONLY = {"t_start": 0, "steps_t": None, "steps_h": None, "steps_w": None, "source_id": 0}
 
     def __init__(self, rope_encode, has_reference: bool, positions: str):
         self.rope_encode = rope_encode
@@ -42,15 +51,38 @@ class InContextRope:
     def __repr__(self) -> str:
         return f"InContextRope(has_reference={self.has_reference}, positions={self.positions!r})"
 
-    def __call__(self, t, h, w, t_start=0, steps_t=None, steps_h=None, steps_w=None, device=None, dtype=None):
-        if t_start != 0 or any(steps is not None for steps in (steps_t, steps_h, steps_w)):
-            # other callers (motion or reference tables of other Wan variants) keep the plain table
-            return self.rope_encode(t, h, w, t_start=t_start, steps_t=steps_t, steps_h=steps_h, steps_w=steps_w,
-                                    device=device, dtype=dtype)
+    def _named_arguments(self, t, h, w, args, kwargs) -> dict | None:
+        """The call's arguments by name (positional ones named by the wrapped signature), or None when
+        they do not bind (the wrapped function then raises its own error)."""
+        try:
+            signature = inspect.signature(self.rope_encode)
+        except (TypeError, ValueError):
+            signature = inspect.signature(_STOCK_ROPE_ENCODE)
+        try:
+            bound = signature.bind(t, h, w, *args, **kwargs)
+        except TypeError:
+            return None
+        named = dict(bound.arguments)
+        for parameter in signature.parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(named.pop(parameter.name, {}))
+        return named
+
+    def __call__(self, t, h, w, *args, **kwargs):
+        named = self._named_arguments(t, h, w, args, kwargs)
+        if named is None or any(named.get(name, default) != default
+                                for name, default in self._PLAIN_TABLE_ONLY.items()):
+            return self.rope_encode(t, h, w, *args, **kwargs)
         layout = InContextLayout.from_total_frames(t, self.has_reference, self.positions, name="latent")
         index = layout.frame_index()
-        table = self.rope_encode(int(index.max()) + 1, h, w, device=device, dtype=dtype)
+        table = self.rope_encode(int(index.max()) + 1, h, w, *args, **kwargs)
         return reindex_frames(table, index, dim=1)
+
+
+def _STOCK_ROPE_ENCODE(t, h, w, t_start=0, steps_t=None, steps_h=None, steps_w=None, device=None, dtype=None,
+                       **kwargs):
+    """The order of WanModel.rope_encode's arguments, to name positional ones when the wrapped callable
+    has no signature."""
 
 
 def _wan22_model(model):

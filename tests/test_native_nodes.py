@@ -47,6 +47,32 @@ def test_rope_patch_passes_other_calls_through_and_names_foreign_latents():
         rope(6, 4, 6)  # 1 reference + 2F frames is odd
 
 
+def test_rope_patch_passes_on_every_argument_it_does_not_know():
+    """Newer hosts add keywords to rope_encode (transformer_options, source_id, ...): each one reaches the
+    wrapped function, and the table is the same as without them."""
+    seen = []
+
+    def newer_host_rope(t, h, w, t_start=0, steps_t=None, steps_h=None, steps_w=None, device=None, dtype=None,
+                        transformer_options={}, source_id=0, **future):  # noqa: B006 (the host's own default)
+        seen.append({"t": t, "transformer_options": transformer_options, "source_id": source_id, **future})
+        return frame_numbering_rope(t, h, w, t_start, steps_t, steps_h, steps_w, device, dtype)
+
+    layout = InContextLayout(3, True, "collaborative")
+    plain = InContextRope(frame_numbering_rope, True, "collaborative")(layout.total_frames, 4, 6, device="cpu")
+    rope = InContextRope(newer_host_rope, True, "collaborative")
+    options = {"rope_options": None}
+    table = rope(layout.total_frames, 4, 6, device="cpu", dtype=None, transformer_options=options,
+                 a_keyword_of_tomorrow=7)
+    assert torch.equal(table, plain)
+    assert seen[-1]["transformer_options"] is options and seen[-1]["a_keyword_of_tomorrow"] == 7
+    assert seen[-1]["t"] == int(layout.frame_index().max()) + 1  # only the frame count was replaced
+    # positional arguments are named by the wrapped signature: t_start=-3 keeps the plain table
+    assert torch.equal(rope(1, 4, 6, -3, transformer_options=options), frame_numbering_rope(1, 4, 6, t_start=-3))
+    # a context stream (source_id > 0) is not the in-context sequence: its plain table, its source_id
+    assert torch.equal(rope(2, 4, 6, source_id=1, transformer_options=options), frame_numbering_rope(2, 4, 6))
+    assert seen[-1]["source_id"] == 1 and seen[-1]["t"] == 2
+
+
 def _in_context_latent(has_reference=True, frames=3, batch=1):
     layout = InContextLayout(frames, has_reference)
     samples = torch.randn(batch, 48, layout.total_frames, 4, 6)

@@ -1,6 +1,7 @@
 """pyproject.toml against the Comfy registry's rules (docs.comfy.org/registry/specifications): the
 node id ([project] name), the version, [tool.comfy] with a DisplayName and an Icon that is a file
-shipped in this repository; and ComfyUI 0.3.64's own pyproject reader (comfy_config) reads it."""
+shipped in this repository, requires-comfyui a range that holds every tested host; and the host's own
+pyproject reader (comfy_config, of the ComfyUI at COMFYUI_PATH) reads it."""
 
 import json
 import os
@@ -69,10 +70,32 @@ def test_tool_comfy_has_a_display_name_and_an_icon_shipped_here(pyproject):
         assert image.format in ("PNG", "JPEG", "GIF") and image.width <= 800 and image.height <= 400
 
 
+def comfyui_hosts_tested() -> list[str]:
+    """The hosts scripts/test.sh runs the ComfyUI tests on (.ci/comfyui_hosts, first column)."""
+    rows = [line.split() for line in (REPO / ".ci/comfyui_hosts").read_text().splitlines()]
+    return [row[0] for row in rows if row and not row[0].startswith("#")]
+
+
+def test_requires_comfyui_is_a_range_every_tested_host_is_in(pyproject):
+    from packaging.specifiers import SpecifierSet  # noqa: PLC0415
+    from packaging.version import Version  # noqa: PLC0415
+
+    declared = pyproject["tool"]["comfy"]["requires-comfyui"]
+    specifier = SpecifierSet(declared)  # InvalidSpecifier unless it is a PEP 440 range
+    tested = [Version(version) for version in comfyui_hosts_tested()]
+    assert {"0.3.64", "0.33.0"} <= set(map(str, tested))
+    outside = [str(version) for version in tested if version not in specifier]
+    assert not outside, f"requires-comfyui {declared!r} excludes the tested host(s) {outside}"
+    oldest = min(tested)
+    below = Version(f"{oldest.major}.{oldest.minor}.{oldest.micro - 1}" if oldest.micro else f"{oldest.major}.{oldest.minor - 1}.999")
+    assert below not in specifier, f"requires-comfyui {declared!r}: its floor should be the oldest tested host, {oldest}"
+
+
+@pytest.mark.comfyui_host
 def test_comfyuis_own_reader_reads_it(pyproject):
     root = next((Path(c) for c in COMFYUI_CANDIDATES if c and (Path(c) / "comfy_config").is_dir()), None)
     if root is None:
-        message = "ComfyUI 0.3.64 not found (set COMFYUI_PATH)"
+        message = "ComfyUI not found (set COMFYUI_PATH; CI: each tested host, see scripts/test.sh)"
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from comfy_config import config_parser; "
             "c = config_parser.extract_node_configuration(sys.argv[2]); "

@@ -1,7 +1,9 @@
 """Fixtures for the end-to-end tests: one ComfyUI server per test session, started from COMFYUI_PATH
 with this repository as a custom node pack and a folder of tiny models under the real file names.
 
-Without COMFYUI_PATH the server tests skip (the workflow conversion tests still run).
+Without COMFYUI_PATH the server tests skip (the workflow conversion tests still run); under CI=true
+they fail instead. scripts/test.sh runs these tests once per tested host (.ci/comfyui_hosts), each time
+with COMFYUI_PATH pointing at that host, in that host's own Python environment.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from .tiny_native_files import add_native_models
 def comfy_path() -> Path:
     value = os.environ.get("COMFYUI_PATH")
     if not value:
-        if os.environ.get("CI"):  # CI always provides ComfyUI 0.3.64: never let these go quiet there
-            pytest.fail("COMFYUI_PATH is unset in CI; scripts/test.sh sets it to ComfyUI 0.3.64 (.ci/comfyui_env.sh).")
-        pytest.skip("COMFYUI_PATH is unset: point it at a ComfyUI source tree (CI: ComfyUI 0.3.64, "
-                    "see .ci/comfyui_env.sh) to run the end-to-end tests.")
+        if os.environ.get("CI"):  # CI always provides every tested host: never let these go quiet there
+            pytest.fail("COMFYUI_PATH is unset in CI; scripts/test.sh sets it to each tested ComfyUI host in turn "
+                        "(.ci/comfyui_hosts: 0.3.64, 0.33.0).")
+        pytest.skip("COMFYUI_PATH is unset: point it at a ComfyUI source tree (CI: each host of .ci/comfyui_hosts, "
+                    "see scripts/test.sh) to run the end-to-end tests.")
     path = Path(value)
     if not (path / "main.py").is_file():
         pytest.fail(f"COMFYUI_PATH={value}: no main.py there; expected a ComfyUI source tree.")

@@ -43,8 +43,15 @@ TEST_SIZE = 64  # width and height used instead of the shipped auto size (see th
 TEST_STEPS = 2
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 56, 96, 64, 8.0  # longer than 49 frames at 8 fps
 VIDEO_NAME, REFERENCE_NAME = "worldwander_input.mp4", "worldwander_reference.png"
-# the long-clip workflow translates the whole 56-frame clip (15 latent frames) in two sliding windows
-SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json", "exo2ego_native.json", "ego2exo_native.json"]
+# Every workflow in example_workflows/ runs end to end (a new one cannot be left out).
+SHIPPED = sorted(path.name for path in WORKFLOWS_DIR.glob("*.json"))
+# What the saved video must be, worked out by hand from the test clip (56 frames of 96x64 at 8 fps) and the
+# loader as shipped (frames 49, or 0 for all; fps 8; crop) with the test size 64x64: the kept 64x64 region,
+# at the clip's 8 fps; the long-clip workflow translates all 56 frames (15 latent frames, two sliding
+# windows). Checked beside the planner's figures (expected_output), which cover any other workflow.
+HAND_WORKED_OUTPUT = {"exo2ego.json": (49, 64, 64, 8.0), "ego2exo.json": (49, 64, 64, 8.0),
+                      "exo2ego_long_clip.json": (56, 64, 64, 8.0), "exo2ego_native.json": (49, 64, 64, 8.0),
+                      "ego2exo_native.json": (49, 64, 64, 8.0)}
 STEP_NODES = ("WorldWanderSampler", "WorldWanderSigmas")  # where a workflow sets its number of steps
 
 
@@ -214,10 +221,16 @@ def test_shipped_workflow_writes_video(name, comfy_server, object_info, input_fi
     assert len(videos) == 1, f"expected one mp4 in the outputs, got {entry.get('outputs')}"
     assert videos[0].is_file(), f"{videos[0]} was reported but not written"
     frames, height, width, fps = expected_output(workflow, prompt, input_files[0], object_info)
+    if name in HAND_WORKED_OUTPUT:
+        assert (frames, height, width, fps) == pytest.approx(HAND_WORKED_OUTPUT[name]), "the planner disagrees"
     video = read_video(videos[0])
     assert (video.num_frames, video.height, video.width) == (frames, height, width)
     assert video.fps == pytest.approx(fps, rel=1e-3)
     assert video.frames.std() > 0  # not a blank video
+
+
+def test_the_hand_worked_outputs_are_of_shipped_workflows():
+    assert set(HAND_WORKED_OUTPUT) <= set(SHIPPED), "a workflow the tests know of is no longer shipped"
 
 
 def test_ego2exo_without_reference_fails_validation(comfy_server, object_info, input_files):
