@@ -38,13 +38,15 @@ PACK_NODES = ("WorldWanderModelLoader", "WorldWanderLoraLoader", "WorldWanderVAE
               "WorldWanderTextEncoderLoader", "WorldWanderTextEncode", "WorldWanderConditioningBridge",
               "WorldWanderLoadVideo", "WorldWanderInContext", "WorldWanderSampler", "WorldWanderDecode",
               "WorldWanderSaveVideo", "WorldWanderInContextNative", "WorldWanderLoraNative", "WorldWanderKeepTarget",
-              "WorldWanderRestoreClip", "WorldWanderSolver", "WorldWanderSigmas", "WorldWanderNoise")
+              "WorldWanderRestoreClip", "WorldWanderSolver", "WorldWanderSigmas", "WorldWanderNoise",
+              "WorldWanderInContextWindowsNative")
 TEST_SIZE = 64  # width and height used instead of the shipped auto size (see the module docstring)
 TEST_STEPS = 2
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 56, 96, 64, 8.0  # longer than 49 frames at 8 fps
 VIDEO_NAME, REFERENCE_NAME = "worldwander_input.mp4", "worldwander_reference.png"
-# the long-clip workflow translates the whole 56-frame clip (15 latent frames) in two sliding windows
-SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json", "exo2ego_native.json", "ego2exo_native.json"]
+# the long-clip workflows translate the whole 56-frame clip (14 latent frames) in two sliding windows
+SHIPPED = ["exo2ego.json", "ego2exo.json", "exo2ego_long_clip.json", "exo2ego_native.json", "ego2exo_native.json",
+           "exo2ego_native_long_clip.json"]
 STEP_NODES = ("WorldWanderSampler", "WorldWanderSigmas")  # where a workflow sets its number of steps
 
 
@@ -346,8 +348,10 @@ def test_shipped_workflow_nodes_and_note(name):
     workflow = load_workflow(name)
     assert workflow.get("version") == 0.4
     allowed = set(PACK_NODES) | {"LoadImage", "Note", "Reroute", "PrimitiveNode"}
-    if name.endswith("_native.json"):  # ComfyUI's own nodes, all present in 0.3.64
+    if "_native" in name:  # ComfyUI's own nodes, all present in 0.3.64
         allowed |= {"UNETLoader", "VAELoader", "CFGGuider", "SamplerCustomAdvanced", "VAEDecode"}
+    if name.endswith("_native_long_clip.json"):
+        allowed |= {"ContextWindowsManual"}
     types = {node["type"] for node in workflow["nodes"]}
     assert types <= allowed, f"{name} uses {sorted(types - allowed)}"
     note = " ".join(str(value) for node in nodes_of_type(workflow, "Note") for value in node["widgets_values"])
