@@ -97,11 +97,12 @@ class RefuseContextWindows:
     target] as one frame axis, which context windows would slice together."""
 
     def __call__(self, executor, *args, **kwargs):
-        options = kwargs.get("transformer_options", args[5] if len(args) > 5 else None)  # (x, t, context, clip_fea, time_dim_concat, transformer_options)
+        # WanModel.forward's call: (x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+        options = kwargs.get("transformer_options", args[5] if len(args) > 5 else None)
         if _window_of(options) is not None:
-            raise InputError(f"model: WorldWander In-Context (native) samples the whole clip as one sequence and cannot "
-                             f"go through context windows (they would slice its reference, source and target frames "
-                             f"together); for long clips use {WINDOWS_NODE} instead, with the same context "
+            raise InputError(f"model: WorldWander In-Context (native) samples the whole clip as one sequence and "
+                             "cannot go through context windows (they would slice its reference, source and target "
+                             f"frames together); for long clips use {WINDOWS_NODE} instead, with the same context "
                              "windows node between it and the sampler.")
         return executor(*args, **kwargs)
 

@@ -48,7 +48,8 @@ def window_frames(frames, clip_frames: int, window_length: int, name: str = "con
     return index
 
 
-def _per_frame_target_timesteps(timestep: torch.Tensor, batch: int, frames: list[int], clip_frames: int) -> torch.Tensor:
+def _per_frame_target_timesteps(timestep: torch.Tensor, batch: int, frames: list[int],
+                                clip_frames: int) -> torch.Tensor:
     """[batch, window frames]: the target's timestep per window frame, from a [batch] timestep or a
     per-frame one that covers the window or the whole clip."""
     length = len(frames)
