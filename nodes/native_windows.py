@@ -108,7 +108,9 @@ class RefuseContextWindows:
 
 
 def refuse_context_windows(patched) -> None:
-    """Add the guard to In-Context (native)'s model clone (the numbers are unchanged)."""
+    """Add the guard to In-Context (native)'s model clone (the numbers are unchanged), dropping the
+    windowed wrapper a model from In-Context Windows (native) would bring along."""
+    patched.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
     patched.add_wrapper_with_key(DIFFUSION_MODEL, GUARD_KEY, RefuseContextWindows())
 
 
@@ -147,7 +149,8 @@ def build_in_context_windows(model, vae, source, task, positions, reference=None
                                    positions)
         patched.add_object_patch("diffusion_model.rope_encode", rope)
     wrapper = InContextWindows(normalised(source_latents), normalised(reference_latents), positions)
-    patched.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)  # a second pass replaces the first one's clip
+    for key in (WRAPPER_KEY, GUARD_KEY):  # a model from either in-context node: this clip and layout replace its own
+        patched.remove_wrappers_with_key(DIFFUSION_MODEL, key)
     patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
     return patched, {"samples": empty_target}
 
