@@ -3,7 +3,8 @@
 One module per concern: loaders, text, video (load, decode, save), context, sampling; the host
 (ComfyUI) is reached only through host.py, and the WW_* socket values are defined in handles.py.
 The native_* modules work on ComfyUI's own MODEL, VAE, LATENT, SAMPLER, SIGMAS and NOISE (they reach
-ComfyUI only inside their functions): in-context latent and Keep Target, LoRA, the reference solver,
+ComfyUI only inside their functions): in-context latent and Keep Target, the in-context
+windows for long clips through ComfyUI's context windows, LoRA, the reference solver,
 and Restore Clip Size after any decode.
 """
 
@@ -13,6 +14,7 @@ from .native_context import WorldWanderInContextNative, WorldWanderKeepTarget
 from .native_lora import WorldWanderLoraNative
 from .native_sampling import WorldWanderNoise, WorldWanderSigmas, WorldWanderSolver
 from .native_video import WorldWanderRestoreClip
+from .native_windows import WorldWanderInContextWindowsNative
 from .sampling import WorldWanderSampler
 from .text import WorldWanderConditioningBridge, WorldWanderTextEncode
 from .video import WorldWanderDecode, WorldWanderLoadVideo, WorldWanderSaveVideo
@@ -30,6 +32,7 @@ _DISPLAY_NAMES = {
     WorldWanderDecode: "WorldWander Decode",
     WorldWanderSaveVideo: "WorldWander Save Video",
     WorldWanderInContextNative: "WorldWander In-Context (native)",
+    WorldWanderInContextWindowsNative: "WorldWander In-Context Windows (native)",
     WorldWanderLoraNative: "WorldWander LoRA (native)",
     WorldWanderKeepTarget: "WorldWander Keep Target",
     WorldWanderRestoreClip: "WorldWander Restore Clip Size",

@@ -146,6 +146,9 @@ def build_in_context_latent(model, vae, source, task, positions, reference=None)
     if layout.needs_reindexing():
         rope = InContextRope(patched.get_model_object("diffusion_model.rope_encode"), task.uses_reference, positions)
         patched.add_object_patch("diffusion_model.rope_encode", rope)
+    from .native_windows import refuse_context_windows  # noqa: PLC0415  (it imports this module)
+
+    refuse_context_windows(patched)
     return patched, {"samples": samples, "noise_mask": mask.to(samples.device)}
 
 

@@ -36,6 +36,17 @@ def _sigma_for_timestep(timestep: float) -> torch.Tensor:
     return min(candidates, key=lambda sigma: abs(float(sigma * 1000) - timestep))
 
 
+def evaluated_sigmas(solver: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """The sigmas the model is really called with for each step (UniPC: those of floor(1000 sigma)), then
+    the last one: what ComfyUI's context windows look the current step up in (``sample_sigmas``, which
+    they match to the called sigma within 1e-4 and, on 0.3.64, raise when nothing matches)."""
+    from wan_egoexo.sampling.solvers import FlowSolver  # noqa: PLC0415
+
+    steps = FlowSolver(solver, sigmas.detach().cpu())
+    called = [_sigma_for_timestep(steps.model_timestep(i)) for i in range(len(steps))]
+    return torch.stack(called + [sigmas[-1].detach().cpu().float()]).to(sigmas.device)
+
+
 def reference_sampler_function(solver: str):
     """A k-diffusion style sampler function (ComfyUI's KSAMPLER calls it) stepping with ``solver``."""
 
@@ -56,6 +67,9 @@ def reference_sampler_function(solver: str):
                 callback({"x": latents, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i],
                           "denoised": denoised["last"]})
 
+        options = extra_args.get("model_options", {}).get("transformer_options")
+        if isinstance(options, dict):  # this run's own copy (CFGGuider.inner_sample makes it)
+            options["sample_sigmas"] = evaluated_sigmas(solver, sigmas)
         x = solve(solver, flow_at, x, sigmas.detach().cpu(), on_step)
         mask = extra_args.get("denoise_mask")
         if mask is not None and float(sigmas[-1]) == 0.0:

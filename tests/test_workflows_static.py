@@ -267,8 +267,9 @@ def test_the_task_the_model_files_and_the_note(path, pack_specs, builtin_specs):
         (found,) = [value(kind, name) for kind, name in FILE_WIDGETS[role] if kind in by_type]
         return found
 
-    native = path.stem.endswith("_native")
-    in_context_type = "WorldWanderInContextNative" if native else "WorldWanderInContext"
+    native = "_native" in path.stem
+    in_context_type = ("WorldWanderInContextWindowsNative" if path.stem.endswith("_native_long_clip") else
+                       "WorldWanderInContextNative" if native else "WorldWanderInContext")
     assert file_value("transformer") == TRANSFORMER.names[0]
     assert file_value("vae") == VAE.names[0]
     assert file_value("text_encoder") == TEXT_ENCODER.names[0]
@@ -290,8 +291,8 @@ def test_the_task_the_model_files_and_the_note(path, pack_specs, builtin_specs):
 
 
 def test_the_native_workflows_use_stock_nodes_around_the_packs_native_ones():
-    for task_name in ("exo2ego", "ego2exo"):
-        types_ = {node["type"] for node in load(REPO / "example_workflows" / f"{task_name}_native.json")["nodes"]}
+    for stem in ("exo2ego_native", "ego2exo_native", "exo2ego_native_long_clip"):
+        types_ = {node["type"] for node in load(REPO / "example_workflows" / f"{stem}.json")["nodes"]}
         assert {"UNETLoader", "VAELoader", "CFGGuider", "SamplerCustomAdvanced", "VAEDecode"} <= types_
         assert not types_ & {"WorldWanderModelLoader", "WorldWanderVAELoader", "WorldWanderSampler",
                              "WorldWanderDecode", "WorldWanderInContext"}, types_

@@ -38,7 +38,8 @@ PACK_NODES = ("WorldWanderModelLoader", "WorldWanderLoraLoader", "WorldWanderVAE
               "WorldWanderTextEncoderLoader", "WorldWanderTextEncode", "WorldWanderConditioningBridge",
               "WorldWanderLoadVideo", "WorldWanderInContext", "WorldWanderSampler", "WorldWanderDecode",
               "WorldWanderSaveVideo", "WorldWanderInContextNative", "WorldWanderLoraNative", "WorldWanderKeepTarget",
-              "WorldWanderRestoreClip", "WorldWanderSolver", "WorldWanderSigmas", "WorldWanderNoise")
+              "WorldWanderRestoreClip", "WorldWanderSolver", "WorldWanderSigmas", "WorldWanderNoise",
+              "WorldWanderInContextWindowsNative")
 TEST_SIZE = 64  # width and height used instead of the shipped auto size (see the module docstring)
 TEST_STEPS = 2
 CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 56, 96, 64, 8.0  # longer than 49 frames at 8 fps
@@ -47,11 +48,11 @@ VIDEO_NAME, REFERENCE_NAME = "worldwander_input.mp4", "worldwander_reference.png
 SHIPPED = sorted(path.name for path in WORKFLOWS_DIR.glob("*.json"))
 # What the saved video must be, worked out by hand from the test clip (56 frames of 96x64 at 8 fps) and the
 # loader as shipped (frames 49, or 0 for all; fps 8; crop) with the test size 64x64: the kept 64x64 region,
-# at the clip's 8 fps; the long-clip workflow translates all 56 frames (15 latent frames, two sliding
-# windows). Checked beside the planner's figures (expected_output), which cover any other workflow.
+# at the clip's 8 fps; the long-clip workflows translate all 56 frames (two windows: the WW_* sampler's or
+# ComfyUI's context windows). Checked beside the planner's figures (expected_output), which cover any other workflow.
 HAND_WORKED_OUTPUT = {"exo2ego.json": (49, 64, 64, 8.0), "ego2exo.json": (49, 64, 64, 8.0),
                       "exo2ego_long_clip.json": (56, 64, 64, 8.0), "exo2ego_native.json": (49, 64, 64, 8.0),
-                      "ego2exo_native.json": (49, 64, 64, 8.0)}
+                      "ego2exo_native.json": (49, 64, 64, 8.0), "exo2ego_native_long_clip.json": (56, 64, 64, 8.0)}
 STEP_NODES = ("WorldWanderSampler", "WorldWanderSigmas")  # where a workflow sets its number of steps
 
 
@@ -359,8 +360,10 @@ def test_shipped_workflow_nodes_and_note(name):
     workflow = load_workflow(name)
     assert workflow.get("version") == 0.4
     allowed = set(PACK_NODES) | {"LoadImage", "Note", "Reroute", "PrimitiveNode"}
-    if name.endswith("_native.json"):  # ComfyUI's own nodes, all present in 0.3.64
+    if "_native" in name:  # ComfyUI's own nodes, all present in 0.3.64
         allowed |= {"UNETLoader", "VAELoader", "CFGGuider", "SamplerCustomAdvanced", "VAEDecode"}
+    if name.endswith("_native_long_clip.json"):
+        allowed |= {"ContextWindowsManual"}
     types = {node["type"] for node in workflow["nodes"]}
     assert types <= allowed, f"{name} uses {sorted(types - allowed)}"
     note = " ".join(str(value) for node in nodes_of_type(workflow, "Note") for value in node["widgets_values"])

@@ -28,6 +28,8 @@ EXACT = 1e-5  # the issue's bound for "the same computation"
 NATIVE_NODES = {
     "WorldWanderInContextNative": ({"model": "MODEL", "vae": "VAE", "source": "IMAGE", "task": "COMBO",
                                     "positions": "COMBO"}, {"reference": "IMAGE"}, ["MODEL", "LATENT"]),
+    "WorldWanderInContextWindowsNative": ({"model": "MODEL", "vae": "VAE", "source": "IMAGE", "task": "COMBO",
+                                           "positions": "COMBO"}, {"reference": "IMAGE"}, ["MODEL", "LATENT"]),
     "WorldWanderKeepTarget": ({"samples": "LATENT"}, {}, ["LATENT"]),
     "WorldWanderRestoreClip": ({"images": "IMAGE", "fit": "WW_FIT"}, {}, ["IMAGE", "FLOAT"]),
     "WorldWanderLoraNative": ({"model": "MODEL", "lora_name": "COMBO", "strength": "FLOAT"}, {}, ["MODEL"]),

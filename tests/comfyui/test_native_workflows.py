@@ -11,7 +11,7 @@ from .test_e2e_workflows import (CLIP_FPS, CLIP_FRAMES, CLIP_HEIGHT, CLIP_WIDTH,
 from .workflow_api import set_widget, workflow_to_prompt
 
 
-@pytest.mark.parametrize("name", ["exo2ego_native.json", "ego2exo_native.json"])
+@pytest.mark.parametrize("name", ["exo2ego_native.json", "ego2exo_native.json", "exo2ego_native_long_clip.json"])
 def test_native_workflow_gives_back_the_whole_clip_at_its_own_size_and_rate(name, comfy_server, object_info,
                                                                             input_files):  # noqa: F811
     from wan_egoexo.video.read_write import read_video  # noqa: PLC0415

@@ -6,7 +6,8 @@ What the frontend does when it queues a workflow, and so what this does:
     (combo lists, INT, FLOAT, STRING, BOOLEAN, COMBO; not ``forceInput`` ones), required then optional;
   * an INT seed widget (named seed / noise_seed, or flagged ``control_after_generate``) is followed by
     the frontend-only "control after generate" value (fixed / increment / decrement / randomize),
-    which is skipped; values left over at the end (upload buttons) are ignored;
+    which is skipped; values left over at the end (upload buttons) are ignored; widgets the node has
+    beyond the saved values (added by a newer host since the workflow was saved) get their defaults;
   * a link becomes ``[source node id, output slot]``;
   * frontend-only nodes are not sent: Note / MarkdownNote (dropped), Reroute (followed to its source),
     PrimitiveNode (its value replaces the link); muted nodes (mode 2) are dropped and bypassed nodes
@@ -181,6 +182,10 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
                                 "expected a built-in node or one of an installed pack.")
         declared = dict(ordered_inputs(object_info[node_type]))
         inputs = copy.deepcopy(widget_values(node, object_info))
+        for name, spec in declared.items():  # widgets newer than the saved workflow: their defaults
+            options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if _is_widget(spec) and name not in inputs and "default" in options:
+                inputs[name] = options["default"]
         for slot in node.get("inputs") or []:
             name = slot.get("name")
             if slot.get("widget"):  # a widget turned into a socket keeps its widget's name
