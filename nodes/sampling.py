@@ -15,7 +15,7 @@ from wan_egoexo.memory.choices import CFG_BATCH_MODES, LORA_MODES
 from comfy_api.latest import io
 
 from . import host
-from .schema import WWContext, WWModel, WWText, check_choices
+from .schema import WWContext, WWModel, WWText
 
 
 class WorldWanderSampler(io.ComfyNode):
@@ -74,7 +74,6 @@ class WorldWanderSampler(io.ComfyNode):
         from wan_egoexo.sampling.sampler import SamplingSettings, sample_target  # noqa: PLC0415
         from wan_egoexo.in_context.windows import WindowOptions  # noqa: PLC0415
 
-        check_choices(cls, solver=solver, cfg_batch=cfg_batch, lora_mode=lora_mode)
         text.check_task(context.task)
         text.check_width(int(model.transformer.config.text_dim))
         settings = SamplingSettings(steps=int(steps), cfg=float(cfg), shift=float(shift), solver=solver,
