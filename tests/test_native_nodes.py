@@ -132,3 +132,25 @@ def test_in_context_native_names_a_model_or_vae_that_is_not_wan22():
              "collaborative")
     with pytest.raises(InputError, match="source: 6 frames of 64x64 are not on the model grid"):
         call(WorldWanderInContextNative, wan22, None, torch.rand(6, 64, 64, 3), "exo2ego", "collaborative")
+
+
+def test_lora_file_reads_are_kept_across_runs_until_the_file_changes(tmp_path, monkeypatch):
+    """A V3 node has no instance to keep its last read on (it runs on a locked class copy): the module
+    keeps the last few files, by path, size and modification time."""
+    import nodes.native_lora as native_lora
+
+    reads = []
+    monkeypatch.setattr(native_lora, "read_original_wan_modules", lambda path: reads.append(path) or (path, len(reads)))
+    monkeypatch.setattr(native_lora, "_READ_CACHE", type(native_lora._READ_CACHE)())
+    files = [tmp_path / f"lora{i}.safetensors" for i in range(native_lora.READ_CACHE_FILES + 1)]
+    for path in files:
+        path.write_bytes(b"x")
+    first = native_lora.read_cached(str(files[0]))
+    assert native_lora.read_cached(str(files[0])) is first and len(reads) == 1  # e.g. a strength change
+    files[0].write_bytes(b"xy")  # the file changed: read again
+    assert native_lora.read_cached(str(files[0])) != first and len(reads) == 2
+    for path in files[1:]:
+        native_lora.read_cached(str(path))
+    assert len(native_lora._READ_CACHE) == native_lora.READ_CACHE_FILES  # the oldest file was let go
+    native_lora.read_cached(str(files[-1]))
+    assert len(reads) == 2 + len(files) - 1
