@@ -17,7 +17,8 @@ class WorldWanderRestoreClip(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
-            node_id="WorldWanderRestoreClip", display_name="WorldWander Restore Clip Size", category="WorldWander/video",
+            node_id="WorldWanderRestoreClip", display_name="WorldWander Restore Clip Size",
+            category="WorldWander/video",
             description="Maps decoded frames back to the input clip: drops the frames Load Video repeated to reach "
                         "4k+1 and restores its size (crop: the kept region when the crop cut more than 2% of a side). "
                         "Use it after VAE Decode in the native workflow.",
