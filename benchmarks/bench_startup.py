@@ -1,10 +1,12 @@
 """Benchmark: start-up cost, before (a git revision) and after (this tree), each probe in a fresh
-interpreter, the two trees alternating round by round: importing the node pack and calling every
-node's INPUT_TYPES() (what ComfyUI does at start-up), and importing the translate command (the CLI
-module and the pipeline). Also whether diffusers, peft, transformers and torch._dynamo were imported
-by then. torch's own import is timed apart (ComfyUI has imported it long before the pack).
+interpreter, the two trees alternating round by round: importing the node pack, registering its nodes
+and calling every node's INPUT_TYPES() (what ComfyUI does at start-up), and importing the translate
+command (the CLI module and the pipeline). Also whether diffusers, peft, transformers and
+torch._dynamo were imported by then. torch's own import is timed apart (ComfyUI has imported it long
+before the pack), and so is ComfyUI's comfy_api, which V3 nodes need (taken from COMFYUI_PATH; ComfyUI
+imports it for its own nodes before any custom node).
 
-    python -m benchmarks.bench_startup --before-rev 5b4fa74 --rounds 5
+    COMFYUI_PATH=../shared/comfyui/ComfyUI-0.3.64 python -m benchmarks.bench_startup --before-rev 5b4fa74 --rounds 5
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def run(argv=None) -> dict:
     results = {}
     for (label, kind), runs in samples.items():
         entry = {"torch_s": common.median([r["torch_s"] for r in runs]),
+                 "host_s": common.median([r.get("host_s", 0.0) for r in runs]),
                  "import_s": common.median([r["import_s"] for r in runs]), "heavy": runs[-1]["after_import"]}
         if kind == "nodes":
             entry["input_types_s"] = common.median([r["input_types_s"] for r in runs])
@@ -77,10 +80,12 @@ def run(argv=None) -> dict:
         results[f"{label} {kind}"] = entry
     rows = []
     for key, entry in results.items():
-        heavy = ", ".join(name for name, loaded in entry["heavy"].items() if loaded and name != "folder_paths")
+        heavy = ", ".join(name for name, loaded in entry["heavy"].items()
+                          if loaded and name not in ("folder_paths", "comfy"))
         total = entry["import_s"] + entry.get("input_types_s", 0.0)
-        rows.append([key, f"{entry['import_s']:.2f}", f"{entry['input_types_s']:.2f}" if "input_types_s" in entry
-                     else "-", f"{total:.2f}", heavy or "none"])
+        rows.append([key, f"{entry['host_s']:.2f}", f"{entry['import_s']:.2f}",
+                     f"{entry['input_types_s']:.2f}" if "input_types_s" in entry else "-", f"{total:.2f}",
+                     heavy or "none"])
     if args.before_rev:
         for kind in ("nodes", "translate"):
             before, after = results[f"before {kind}"], results[f"after {kind}"]
@@ -89,7 +94,8 @@ def run(argv=None) -> dict:
     common.print_table(
         f"start-up, fresh interpreter per probe, median of {args.rounds} alternating rounds (torch's own import "
         f"excluded: median {common.median([r['torch_s'] for runs in samples.values() for r in runs]):.2f} s)",
-        ["tree and probe", "import s", "INPUT_TYPES s", "total s", "heavy packages imported"], rows)
+        ["tree and probe", "comfy_api s (apart)", "import s", "register + INPUT_TYPES s", "total s",
+         "heavy packages imported"], rows)
     for kind in ("nodes", "translate"):
         if f"{kind} after / before" in results:
             print(f"{kind}: after / before = {results[f'{kind} after / before']:.3f}")

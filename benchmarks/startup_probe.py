@@ -1,7 +1,13 @@
 """Run in a fresh interpreter by bench_startup.py (and the start-up test): import the node pack of a
 source tree the way ComfyUI imports a custom node folder, with a stub ``folder_paths`` (empty model
-folders), call every node's INPUT_TYPES(), and print one JSON line: the seconds each stage took and
-which heavy packages were imported by then.
+folders), register its nodes the way ComfyUI does and call every node's INPUT_TYPES() (what
+/object_info does), and print one JSON line: the seconds each stage took and which heavy packages
+were imported by then.
+
+A V1 tree registers through NODE_CLASS_MAPPINGS. A V3 tree (comfy_entrypoint) needs ComfyUI's
+comfy_api: it is taken from COMFYUI_PATH and imported first, timed apart as ``host_s`` (ComfyUI has
+imported it, for its own nodes, long before it imports custom nodes); registering then means the
+entry point, get_node_list and each node's GET_SCHEMA (ComfyUI's start-up check).
 
     python benchmarks/startup_probe.py TREE [translate]
 
@@ -9,8 +15,10 @@ With ``translate`` it instead imports what ``python -m wan_egoexo translate`` im
 a model (the CLI module and the pipeline).
 """
 
+import asyncio
 import importlib.util
 import json
+import os
 import sys
 import time
 import types
@@ -36,6 +44,18 @@ def probe_nodes(tree: str) -> dict:
     import torch  # noqa: F401  (ComfyUI has imported torch long before it imports custom nodes)
 
     torch_s = time.perf_counter() - start
+    host_s = 0.0
+    with open(f"{tree}/__init__.py") as entry:
+        v3 = "comfy_entrypoint" in entry.read()
+    if v3:
+        start = time.perf_counter()
+        if not os.environ.get("COMFYUI_PATH"):
+            raise SystemExit(f"{tree} has V3 nodes: set COMFYUI_PATH to a ComfyUI source tree (0.3.64 or later).")
+        sys.path.append(os.environ["COMFYUI_PATH"])
+        import comfy_api.latest  # noqa: F401
+
+        host_s = time.perf_counter() - start
+    after_host = _loaded()
     start = time.perf_counter()
     spec = importlib.util.spec_from_file_location("ComfyUI-WorldWander-probe", f"{tree}/__init__.py")
     pack = importlib.util.module_from_spec(spec)
@@ -45,11 +65,18 @@ def probe_nodes(tree: str) -> dict:
     after_import = _loaded()
     _stub_host()
     start = time.perf_counter()
-    for cls in pack.NODE_CLASS_MAPPINGS.values():
+    if hasattr(pack, "NODE_CLASS_MAPPINGS"):
+        classes = list(pack.NODE_CLASS_MAPPINGS.values())
+    else:
+        classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+        for cls in classes:
+            cls.GET_SCHEMA()
+    for cls in classes:
         cls.INPUT_TYPES()
     input_types_s = time.perf_counter() - start
-    return {"torch_s": torch_s, "import_s": import_s, "input_types_s": input_types_s,
-            "nodes": len(pack.NODE_CLASS_MAPPINGS), "after_import": after_import, "after_input_types": _loaded()}
+    return {"torch_s": torch_s, "host_s": host_s, "import_s": import_s, "input_types_s": input_types_s,
+            "nodes": len(classes), "after_host": after_host, "after_import": after_import,
+            "after_input_types": _loaded()}
 
 
 def probe_translate(tree: str) -> dict:

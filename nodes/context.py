@@ -10,10 +10,13 @@ from wan_egoexo.option_ranges import check_clip_frames
 from wan_egoexo.in_context.positions import POSITION_MODES
 from wan_egoexo.in_context.tasks import TASKS, get_task
 
-from . import host
-from .handles import CONTEXT, FIT, VAE, ContextHandle
+from comfy_api.latest import io
 
-# Default of VALIDATE_INPUTS' reference: ComfyUI passes an optional input only when it is linked
+from . import host
+from .handles import ContextHandle
+from .schema import WWContext, WWFit, WWVae
+
+# Default of validate_inputs' reference: ComfyUI passes an optional input only when it is linked
 # (as None at validation time, its value being unknown yet), so this value means "not connected".
 NOT_CONNECTED = "<not connected>"
 
@@ -23,41 +26,47 @@ def missing_reference_message(task) -> str:
             "behind); connect a Load Image node to WorldWander In-Context's reference input.")
 
 
-class WorldWanderInContext:
-    DESCRIPTION = ("Encodes the source clip (and for ego2exo the reference image) with the VAE: the clean part "
-                   "of the in-context sequence the sampler completes.")
-    CATEGORY = "WorldWander/sampling"
-    RETURN_TYPES = (CONTEXT,)
-    RETURN_NAMES = ("context",)
-    OUTPUT_TOOLTIPS = ("The task and its encoded source (and reference), for WorldWander Sampler.",)
-    FUNCTION = "build"
+def task_input() -> io.Combo.Input:
+    return io.Combo.Input("task", options=list(TASKS), default="exo2ego",
+                          tooltip="exo2ego: the source is third-person, the output first-person (no reference). "
+                                  "ego2exo: the source is first-person, the output third-person (needs a reference).")
+
+
+def source_input() -> io.Image.Input:
+    return io.Image.Input("source", tooltip="The source clip from WorldWander Load Video (4k+1 frames, sides "
+                                            "multiples of 32).")
+
+
+def positions_input() -> io.Combo.Input:
+    return io.Combo.Input("positions", options=list(POSITION_MODES), default="collaborative",
+                          tooltip="collaborative: the output frames share the source frames' time positions, as the "
+                                  "released LoRAs were trained. uniform: consecutive positions (the paper's ablation).")
+
+
+def reference_input() -> io.Image.Input:
+    return io.Image.Input("reference", optional=True,
+                          tooltip="ego2exo only: an image of the subject (a full-body view, e.g. from behind), "
+                                  "letterboxed to the clip size. Only the first image is used.")
+
+
+class WorldWanderInContext(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderInContext", display_name="WorldWander In-Context", category="WorldWander/sampling",
+            description="Encodes the source clip (and for ego2exo the reference image) with the VAE: the clean part "
+                        "of the in-context sequence the sampler completes.",
+            inputs=[
+                WWVae.Input("vae", tooltip="From WorldWander VAE Loader."),
+                task_input(), source_input(), positions_input(), reference_input(),
+                WWFit.Input("fit", optional=True, tooltip="From WorldWander Load Video; checks that source is that "
+                                                          "clip."),
+            ],
+            outputs=[WWContext.Output(display_name="context", tooltip="The task and its encoded source (and "
+                                                                      "reference), for WorldWander Sampler.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae": (VAE, {"tooltip": "From WorldWander VAE Loader."}),
-                "task": (list(TASKS), {
-                    "default": "exo2ego",
-                    "tooltip": "exo2ego: the source is third-person, the output first-person (no reference). "
-                               "ego2exo: the source is first-person, the output third-person (needs a reference)."}),
-                "source": ("IMAGE", {
-                    "tooltip": "The source clip from WorldWander Load Video (4k+1 frames, sides multiples of 32)."}),
-                "positions": (list(POSITION_MODES), {
-                    "default": "collaborative",
-                    "tooltip": "collaborative: the output frames share the source frames' time positions, as the "
-                               "released LoRAs were trained. uniform: consecutive positions (the paper's ablation)."}),
-            },
-            "optional": {
-                "reference": ("IMAGE", {
-                    "tooltip": "ego2exo only: an image of the subject (a full-body view, e.g. from behind), "
-                               "letterboxed to the clip size. Only the first image is used."}),
-                "fit": (FIT, {"tooltip": "From WorldWander Load Video; checks that source is that clip."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, task, reference=NOT_CONNECTED):
+    def validate_inputs(cls, task, reference=NOT_CONNECTED):
         if task is None:  # fed by a link: checked when the node runs
             return True
         try:
@@ -68,7 +77,8 @@ class WorldWanderInContext:
             return missing_reference_message(task)
         return True
 
-    def build(self, vae, task, source, positions, reference=None, fit=None):
+    @classmethod
+    def execute(cls, vae, task, source, positions, reference=None, fit=None) -> io.NodeOutput:
         from wan_egoexo.in_context.latents import encode_video  # noqa: PLC0415
         from wan_egoexo.pipeline.translation import prepare_reference  # noqa: PLC0415
 
@@ -89,4 +99,7 @@ class WorldWanderInContext:
         host.load_to_device(vae)  # ComfyUI brings it back if "Unload models" parked it
         source_latents = encode_video(vae, video, interrupt=host.interrupt_check()).cpu()
         reference_latents = None if reference_video is None else encode_video(vae, reference_video).cpu()
-        return (ContextHandle(task, positions, source_latents, reference_latents, vae, fit),)
+        return io.NodeOutput(ContextHandle(task, positions, source_latents, reference_latents, vae, fit))
+
+
+NODES = [WorldWanderInContext]

@@ -134,7 +134,13 @@ def interrupt_check():
 
 class StepReporter:
     """The sampler's per-step callback: stops at once when the user pressed Cancel, moves the
-    progress bar, and sends a latent preview when the server was started with previews on."""
+    progress bar, and sends a latent preview when the server was started with previews on.
+
+    It uses comfy.utils.ProgressBar, not the V3 ``ComfyAPI.Execution.set_progress``: on 0.3.64 and
+    0.33.0 alike the bar feeds the same per-node progress state that set_progress feeds, and it also
+    sends the legacy "progress" event and checks Cancel, which set_progress does not. set_progress is a
+    coroutine, and the core's sampling loop calls back synchronously; its synchronous form
+    (``ComfyAPISync().execution``) exists only from 0.33.0 on (0.3.64's ComfyAPISync has no ``execution``)."""
 
     def __init__(self, total: int):
         import comfy.utils  # noqa: PLC0415

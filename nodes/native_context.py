@@ -8,7 +8,8 @@ conditions a first frame. The collaborative positions are an object patch of the
 ``diffusion_model.rope_encode``: ComfyUI's own rotary table, with its frames re-indexed by the
 core's layout. WorldWander Keep Target cuts the sampled LATENT to the target for the stock VAE Decode.
 
-Nothing here imports ComfyUI: MODEL, VAE and LATENT are used through their own methods.
+Nothing here imports ComfyUI's model code: MODEL, VAE and LATENT are used through their own methods
+(only the node schema comes from ComfyUI's comfy_api).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from wan_egoexo.in_context.layout import InContextLayout, check_positions, reind
 from wan_egoexo.in_context.latents import latent_shape
 from wan_egoexo.in_context.tasks import get_task
 
+from comfy_api.latest import io
+
 from . import host
-from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
+from .context import (NOT_CONNECTED, WorldWanderInContext, missing_reference_message, positions_input,
+                      reference_input, source_input, task_input)
 
 CATEGORY = "WorldWander/native"
 WAN22_LATENT_CHANNELS = 48
@@ -152,60 +156,59 @@ def build_in_context_latent(model, vae, source, task, positions, reference=None)
     return patched, {"samples": samples, "noise_mask": mask.to(samples.device)}
 
 
-class WorldWanderInContextNative:
-    DESCRIPTION = ("The WorldWander sequence on ComfyUI's own model: encodes the source clip (and for ego2exo the "
-                   "reference image) with the VAE into one LATENT with an empty target, and patches the model's "
-                   "positions. Sample it with KSampler or SamplerCustomAdvanced, then WorldWander Keep Target.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "LATENT")
-    RETURN_NAMES = ("model", "latent")
-    OUTPUT_TOOLTIPS = (
-        "The model with the task's collaborative positions (a patched clone; the input model is unchanged).",
-        "[reference?, source, empty target] along the frame axis, with a noise_mask that keeps the clean frames "
-        "clean: connect it to the sampler's latent_image.")
-    FUNCTION = "build"
+class WorldWanderInContextNative(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderInContextNative", display_name="WorldWander In-Context (native)", category=CATEGORY,
+            description="The WorldWander sequence on ComfyUI's own model: encodes the source clip (and for ego2exo "
+                        "the reference image) with the VAE into one LATENT with an empty target, and patches the "
+                        "model's positions. Sample it with KSampler or SamplerCustomAdvanced, then WorldWander Keep "
+                        "Target.",
+            # source, task, positions and reference follow WorldWander In-Context's rules: the same inputs
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
+                                                "the task's LoRA from WorldWander LoRA (native)."),
+                io.Vae.Input("vae", tooltip="The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."),
+                source_input(), task_input(), positions_input(), reference_input(),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the task's collaborative positions (a "
+                                                              "patched clone; the input model is unchanged)."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="[reference?, source, empty target] along the frame axis, with a noise_mask "
+                                         "that keeps the clean frames clean: connect it to the sampler's "
+                                         "latent_image."),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        # source, task, positions and reference follow WorldWander In-Context's rules: the same specs
-        shared = WorldWanderInContext.INPUT_TYPES()
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
-                                               "the task's LoRA from WorldWander LoRA (native)."}),
-                "vae": ("VAE", {"tooltip": "The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."}),
-                **{name: shared["required"][name] for name in ("source", "task", "positions")},
-            },
-            "optional": {"reference": shared["optional"]["reference"]},
-        }
+    def validate_inputs(cls, task, reference=NOT_CONNECTED):
+        return WorldWanderInContext.validate_inputs(task, reference)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, task, reference=NOT_CONNECTED):
-        return WorldWanderInContext.VALIDATE_INPUTS(task, reference)
-
-    def build(self, model, vae, source, task, positions, reference=None):
-        return build_in_context_latent(model, vae, source, task, positions, reference)
+    def execute(cls, model, vae, source, task, positions, reference=None) -> io.NodeOutput:
+        return io.NodeOutput(*build_in_context_latent(model, vae, source, task, positions, reference))
 
 
-class WorldWanderKeepTarget:
-    DESCRIPTION = ("Keeps only the target frames of a sampled WorldWander LATENT (the translated clip), so the stock "
-                   "VAE Decode decodes just them.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("LATENT",)
-    RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The target frames, without the noise_mask, for VAE Decode.",)
-    FUNCTION = "keep"
+class WorldWanderKeepTarget(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderKeepTarget", display_name="WorldWander Keep Target", category=CATEGORY,
+            description="Keeps only the target frames of a sampled WorldWander LATENT (the translated clip), so the "
+                        "stock VAE Decode decodes just them.",
+            inputs=[io.Latent.Input("samples", tooltip="The sampler's output for the LATENT of WorldWander "
+                                                       "In-Context (native).")],
+            outputs=[io.Latent.Output(display_name="latent",
+                                      tooltip="The target frames, without the noise_mask, for VAE Decode.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "samples": ("LATENT", {
-                "tooltip": "The sampler's output for the LATENT of WorldWander In-Context (native)."}),
-        }}
-
-    def keep(self, samples):
+    def execute(cls, samples) -> io.NodeOutput:
         latents = latent_samples(samples, "samples")
         target = target_frames_from_mask(samples.get("noise_mask"), latents.shape[2], "samples")
         kept = {key: value for key, value in samples.items() if key not in ("samples", "noise_mask")}
         kept["samples"] = latents[:, :, target].contiguous()
-        return (kept,)
+        return io.NodeOutput(kept)
+
+
+NODES = [WorldWanderInContextNative, WorldWanderKeepTarget]

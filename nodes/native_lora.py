@@ -13,19 +13,38 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 
 from wan_egoexo.errors import ModelFileError
 from wan_egoexo.option_ranges import check_lora_strength
 
+from comfy_api.latest import io
+
 from . import host
-from .loaders import WorldWanderLoraLoader
+from .loaders import strength_input
 
 UNET_PREFIX = "diffusion_model."
+# What read_original_wan_modules returned, by file stamp (path, size, mtime), so a strength change re-reads
+# nothing. Module level: a V3 node runs on a locked copy of its class and has no instance to keep it on.
+# The V1 node kept one file per node instance; a few files cover a graph with several LoRA nodes.
+_READ_CACHE: OrderedDict = OrderedDict()
+READ_CACHE_FILES = 4
 
 
 def _file_stamp(path: str) -> tuple:
     stat = os.stat(path)
     return (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def read_cached(path: str):
+    """read_original_wan_modules(path), from _READ_CACHE when that file is unchanged."""
+    stamp = _file_stamp(path)
+    if stamp not in _READ_CACHE:
+        _READ_CACHE[stamp] = read_original_wan_modules(path)
+        while len(_READ_CACHE) > READ_CACHE_FILES:
+            _READ_CACHE.popitem(last=False)
+    _READ_CACHE.move_to_end(stamp)
+    return _READ_CACHE[stamp]
 
 
 def read_original_wan_modules(path: str):
@@ -71,36 +90,33 @@ def patch_model_with_lora(model, modules, left_out, strength: float, source: str
     return patched
 
 
-class WorldWanderLoraNative:
-    DESCRIPTION = ("Adds a LoRA to ComfyUI's own Wan2.2 MODEL through ComfyUI's LoRA patching: the released "
-                   "WorldWander .ckpt files (read safely) and .safetensors LoRAs in PEFT/diffusers, Wan/DiffSynth or "
-                   "kohya/musubi layout, with no conversion step. Chain several.")
-    CATEGORY = "WorldWander/native"
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("A clone of the model with this LoRA patched in (the input model is unchanged).",)
-    FUNCTION = "apply"
-
-    def __init__(self):
-        self._read = None  # (file stamp, what read_original_wan_modules returned): strength changes re-read nothing
+class WorldWanderLoraNative(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderLoraNative", display_name="WorldWander LoRA (native)", category="WorldWander/native",
+            description="Adds a LoRA to ComfyUI's own Wan2.2 MODEL through ComfyUI's LoRA patching: the released "
+                        "WorldWander .ckpt files (read safely) and .safetensors LoRAs in PEFT/diffusers, Wan/DiffSynth "
+                        "or kohya/musubi layout, with no conversion step. Chain several.",
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (or another LoRA node)."),
+                io.Combo.Input("lora_name", options=host.model_choices(host.LORA_FOLDERS, with_diffusers=False),
+                               tooltip="A LoRA in models/loras: wan2-2_lora_three2one_* for exo2ego, "
+                                       "wan2-2_lora_one2three_* for ego2exo (.ckpt, read without running pickled "
+                                       "code), or any Wan .safetensors LoRA."),
+                strength_input(),  # the same scale and range as WorldWander LoRA Loader's
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip="A clone of the model with this LoRA patched in "
+                                                                   "(the input model is unchanged).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (or another LoRA node)."}),
-            "lora_name": (host.model_choices(host.LORA_FOLDERS, with_diffusers=False), {
-                "tooltip": "A LoRA in models/loras: wan2-2_lora_three2one_* for exo2ego, wan2-2_lora_one2three_* for "
-                           "ego2exo (.ckpt, read without running pickled code), or any Wan .safetensors LoRA."}),
-            "strength": WorldWanderLoraLoader.INPUT_TYPES()["required"]["strength"],  # the same scale and range
-        }}
-
-    def apply(self, model, lora_name, strength):
+    def execute(cls, model, lora_name, strength) -> io.NodeOutput:
         path = host.model_path(host.LORA_FOLDERS, lora_name, "lora_name", with_diffusers=False)
         strength = check_lora_strength(strength)  # finite, within the core's range
         if strength == 0.0:
-            return (model,)
-        stamp = _file_stamp(path)
-        if self._read is None or self._read[0] != stamp:
-            self._read = (stamp, read_original_wan_modules(path))
-        modules, left_out, source = self._read[1]
-        return (patch_model_with_lora(model, modules, left_out, strength, source),)
+            return io.NodeOutput(model)
+        modules, left_out, source = read_cached(path)
+        return io.NodeOutput(patch_model_with_lora(model, modules, left_out, strength, source))
+
+
+NODES = [WorldWanderLoraNative]

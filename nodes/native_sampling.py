@@ -11,6 +11,7 @@ reference evaluates it. Stock samplers and schedulers stay usable with the same 
 from __future__ import annotations
 
 import torch
+from comfy_api.latest import io
 
 CATEGORY = "WorldWander/native"
 DEFAULT_SEED = 1234  # the authors' setting
@@ -82,63 +83,56 @@ def reference_sampler_function(solver: str):
     return sample
 
 
-class WorldWanderSolver:
-    DESCRIPTION = ("The WorldWander reference solver as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: "
-                   "diffusers' UniPC in flow mode (the authors' setting) or flow-matching Euler. Use it with "
-                   "WorldWander Sigmas to get the WorldWander Sampler's result.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("SAMPLER",)
-    RETURN_NAMES = ("sampler",)
-    OUTPUT_TOOLTIPS = ("The solver, for the sampler input of SamplerCustom / SamplerCustomAdvanced.",)
-    FUNCTION = "get_sampler"
+class WorldWanderSolver(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderSolver", display_name="WorldWander Solver", category=CATEGORY,
+            description="The WorldWander reference solver as a SAMPLER for SamplerCustom / SamplerCustomAdvanced: "
+                        "diffusers' UniPC in flow mode (the authors' setting) or flow-matching Euler. Use it with "
+                        "WorldWander Sigmas to get the WorldWander Sampler's result.",
+            inputs=[io.Combo.Input("solver", options=_solver_choices(), default="unipc",
+                                   tooltip="unipc: the reference multistep solver (ComfyUI's own uni_pc differs from "
+                                           "it by a few percent); euler: first order, the same as ComfyUI's euler.")],
+            outputs=[io.Sampler.Output(display_name="sampler", tooltip="The solver, for the sampler input of "
+                                                                       "SamplerCustom / SamplerCustomAdvanced.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "solver": (_solver_choices(), {
-                "default": "unipc",
-                "tooltip": "unipc: the reference multistep solver (ComfyUI's own uni_pc differs from it by a few "
-                           "percent); euler: first order, the same as ComfyUI's euler."}),
-        }}
-
-    def get_sampler(self, solver):
+    def execute(cls, solver) -> io.NodeOutput:
         import comfy.samplers  # noqa: PLC0415
 
         from wan_egoexo.sampling.solvers import check_solver  # noqa: PLC0415
 
-        return (comfy.samplers.KSAMPLER(reference_sampler_function(check_solver(solver))),)
+        return io.NodeOutput(comfy.samplers.KSAMPLER(reference_sampler_function(check_solver(solver))))
 
 
-class WorldWanderSigmas:
-    DESCRIPTION = ("The noise schedule the WorldWander Sampler uses for these steps, shift and solver, as SIGMAS "
-                   "for SamplerCustom / SamplerCustomAdvanced.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("SIGMAS",)
-    RETURN_NAMES = ("sigmas",)
-    OUTPUT_TOOLTIPS = ("steps + 1 sigmas from about 1 down to 0.",)
-    FUNCTION = "get_sigmas"
+class WorldWanderSigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderSigmas", display_name="WorldWander Sigmas", category=CATEGORY,
+            description="The noise schedule the WorldWander Sampler uses for these steps, shift and solver, as "
+                        "SIGMAS for SamplerCustom / SamplerCustomAdvanced.",
+            inputs=[
+                io.Int.Input("steps", default=50, min=1, max=1000,
+                             tooltip="Sampling steps (50 in the reference setting)."),
+                io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.1,
+                               tooltip="Flow shift of the noise schedule (5 for Wan2.2-TI2V-5B)."),
+                io.Combo.Input("solver", options=_solver_choices(), default="unipc",
+                               tooltip="The solver the schedule is for: the same as WorldWander Solver's (UniPC's "
+                                       "schedule starts at 1 - 1e-6, Euler's at 1)."),
+                io.Float.Input("denoise", default=1.0, min=0.01, max=1.0, step=0.01,
+                               tooltip="1 = from pure noise. Below 1 only the last steps run, starting from the "
+                                       "target frames of the latent (they must then hold a clip, not the empty "
+                                       "target)."),
+            ],
+            outputs=[io.Sigmas.Output(display_name="sigmas", tooltip="steps + 1 sigmas from about 1 down to 0.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                              "tooltip": "Sampling steps (50 in the reference setting)."}),
-            "shift": ("FLOAT", {"default": 5.0, "min": 0.01, "max": 100.0, "step": 0.1,
-                                "tooltip": "Flow shift of the noise schedule (5 for Wan2.2-TI2V-5B)."}),
-            "solver": (_solver_choices(), {
-                "default": "unipc",
-                "tooltip": "The solver the schedule is for: the same as WorldWander Solver's (UniPC's schedule "
-                           "starts at 1 - 1e-6, Euler's at 1)."}),
-            "denoise": ("FLOAT", {
-                "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                "tooltip": "1 = from pure noise. Below 1 only the last steps run, starting from the target frames of "
-                           "the latent (they must then hold a clip, not the empty target)."}),
-        }}
-
-    def get_sigmas(self, steps, shift, solver, denoise):
+    def execute(cls, steps, shift, solver, denoise) -> io.NodeOutput:
         from wan_egoexo.sampling.solvers import reference_sigmas  # noqa: PLC0415
 
-        return (reference_sigmas(solver, int(steps), float(shift), float(denoise)),)
+        return io.NodeOutput(reference_sigmas(solver, int(steps), float(shift), float(denoise)))
 
 
 class WorldWanderNoiseSource:
@@ -161,24 +155,24 @@ class WorldWanderNoiseSource:
         return noise.to(samples.dtype)
 
 
-class WorldWanderNoise:
-    DESCRIPTION = ("Noise for SamplerCustomAdvanced that gives the target frames the same noise as the WorldWander "
-                   "Sampler and the CLI draw for this seed (the stock Random Noise draws it for the whole latent, "
-                   "so its target noise differs).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("NOISE",)
-    RETURN_NAMES = ("noise",)
-    OUTPUT_TOOLTIPS = ("The noise, for the noise input of SamplerCustomAdvanced.",)
-    FUNCTION = "get_noise"
+class WorldWanderNoise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderNoise", display_name="WorldWander Noise", category=CATEGORY,
+            description="Noise for SamplerCustomAdvanced that gives the target frames the same noise as the "
+                        "WorldWander Sampler and the CLI draw for this seed (the stock Random Noise draws it for the "
+                        "whole latent, so its target noise differs).",
+            inputs=[io.Int.Input("noise_seed", default=DEFAULT_SEED, min=0, max=0xFFFFFFFFFFFFFFFF,
+                                 control_after_generate=True,
+                                 tooltip="Noise seed; drawn on the CPU, so a seed gives the same result on every "
+                                         "device. 1234 is the authors' setting.")],
+            outputs=[io.Noise.Output(display_name="noise",
+                                     tooltip="The noise, for the noise input of SamplerCustomAdvanced.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "noise_seed": ("INT", {
-                "default": DEFAULT_SEED, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Noise seed; drawn on the CPU, so a seed gives the same result on every device. 1234 is "
-                           "the authors' setting."}),
-        }}
+    def execute(cls, noise_seed) -> io.NodeOutput:
+        return io.NodeOutput(WorldWanderNoiseSource(int(noise_seed)))
 
-    def get_noise(self, noise_seed):
-        return (WorldWanderNoiseSource(int(noise_seed)),)
+
+NODES = [WorldWanderSolver, WorldWanderSigmas, WorldWanderNoise]

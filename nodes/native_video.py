@@ -6,29 +6,33 @@ from __future__ import annotations
 from wan_egoexo.comfy_interop import check_image_batch
 from wan_egoexo.errors import InputError
 
-from .handles import FIT
+from comfy_api.latest import io
+
+from .schema import WWFit
 
 
-class WorldWanderRestoreClip:
-    DESCRIPTION = ("Maps decoded frames back to the input clip: drops the frames Load Video repeated to reach 4k+1 "
-                   "and restores its size (crop: the kept region when the crop cut more than 2% of a side). Use it "
-                   "after VAE Decode in the native workflow.")
-    CATEGORY = "WorldWander/video"
-    RETURN_TYPES = ("IMAGE", "FLOAT")
-    RETURN_NAMES = ("frames", "fps")
-    OUTPUT_TOOLTIPS = ("The frames at the clip's own size and frame count (0..1).",
-                       "The frame rate to save them with (the fit's).")
-    FUNCTION = "restore"
+class WorldWanderRestoreClip(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderRestoreClip", display_name="WorldWander Restore Clip Size",
+            category="WorldWander/video",
+            description="Maps decoded frames back to the input clip: drops the frames Load Video repeated to reach "
+                        "4k+1 and restores its size (crop: the kept region when the crop cut more than 2% of a side). "
+                        "Use it after VAE Decode in the native workflow.",
+            inputs=[
+                io.Image.Input("images", tooltip="Decoded frames of the fitted size, e.g. from VAE Decode after "
+                                                 "WorldWander Keep Target."),
+                WWFit.Input("fit", tooltip="From the WorldWander Load Video that loaded the source clip."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="frames",
+                                tooltip="The frames at the clip's own size and frame count (0..1)."),
+                io.Float.Output(display_name="fps", tooltip="The frame rate to save them with (the fit's)."),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "images": ("IMAGE", {"tooltip": "Decoded frames of the fitted size, e.g. from VAE Decode after "
-                                            "WorldWander Keep Target."}),
-            "fit": (FIT, {"tooltip": "From the WorldWander Load Video that loaded the source clip."}),
-        }}
-
-    def restore(self, images, fit):
+    def execute(cls, images, fit) -> io.NodeOutput:
         from wan_egoexo.comfy_interop import restored_image_batch  # noqa: PLC0415
 
         check_image_batch(images, "images")
@@ -38,4 +42,7 @@ class WorldWanderRestoreClip:
                              f"frames of {fit.width}x{fit.height} ({fit.real_frames} of them real); connect the "
                              "decoded target of the clip that this fit's WorldWander Load Video loaded.")
         frames = restored_image_batch(images.detach().cpu(), fit)
-        return (frames, float(fit.output_fps))
+        return io.NodeOutput(frames, float(fit.output_fps))
+
+
+NODES = [WorldWanderRestoreClip]

@@ -14,8 +14,8 @@ reference ``windowed_flow``.
 Also here: the guard that makes the concatenated In-Context (native) LATENT refuse context windows
 (they would slice its reference, source and target frames together).
 
-Nothing here imports ComfyUI: MODEL, VAE and LATENT are used through their own methods, and the
-wrapper type is ComfyUI's string for it.
+The node is a V3 node; besides ``comfy_api``, nothing here imports ComfyUI: MODEL, VAE and LATENT are
+used through their own methods, and the wrapper type is ComfyUI's string for it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ from wan_egoexo.in_context.latents import latent_shape
 from wan_egoexo.in_context.layout import InContextLayout, check_positions
 from wan_egoexo.in_context.tasks import get_task
 from wan_egoexo.in_context.window_input import in_context_window
+from wan_egoexo.option_ranges import check_clip_frames
 
-from .context import NOT_CONNECTED, WorldWanderInContext, missing_reference_message
+from comfy_api.latest import io
+
+from .context import (NOT_CONNECTED, WorldWanderInContext, missing_reference_message, positions_input,
+                      reference_input, source_input, task_input)
 from .native_context import CATEGORY, WAN22_LATENT_CHANNELS, InContextRope, _encode, _wan22_model
 
 DIFFUSION_MODEL = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
@@ -105,6 +109,7 @@ def build_in_context_windows(model, vae, source, task, positions, reference=None
     check_positions(positions)
     if task.uses_reference and reference is None:
         raise InputError(missing_reference_message(task).replace("WorldWander In-Context's", f"{WINDOWS_NODE}'s"))
+    check_clip_frames(len(source), "source")  # before anything is converted or encoded
     video = image_batch_to_video(source, "source")
     frames, height, width = video.shape[2:]
     image = None if reference is None else first_image(reference, "reference")
@@ -128,8 +133,7 @@ def build_in_context_windows(model, vae, source, task, positions, reference=None
 
     patched = model.clone()
     if InContextLayout(1, task.uses_reference, positions).needs_reindexing():
-        rope = InContextRope(patched.get_model_object("diffusion_model.rope_encode"), task.uses_reference,
-                                   positions)
+        rope = InContextRope(patched.get_model_object("diffusion_model.rope_encode"), task.uses_reference, positions)
         patched.add_object_patch("diffusion_model.rope_encode", rope)
     wrapper = InContextWindows(normalised(source_latents), normalised(reference_latents), positions)
     for key in (WRAPPER_KEY, GUARD_KEY):  # a model from either in-context node: this clip and layout replace its own
@@ -138,38 +142,40 @@ def build_in_context_windows(model, vae, source, task, positions, reference=None
     return patched, {"samples": empty_target}
 
 
-class WorldWanderInContextWindowsNative:
-    DESCRIPTION = ("The WorldWander sequence on ComfyUI's own model, for clips of any length: encodes the source "
-                   "clip (and for ego2exo the reference image) into the model and gives an empty target LATENT. "
-                   "Put a context windows node (e.g. Context Windows (Manual), dim 2) between it and the sampler: "
-                   "each window's target frames then see their own source frames, and ComfyUI blends the windows. "
-                   "Decode the sampler's output directly (no Keep Target).")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "LATENT")
-    RETURN_NAMES = ("model", "latent")
-    OUTPUT_TOOLTIPS = (
-        "The model holding the source (and reference) latents, with the task's positions per window (a patched "
-        "clone; the input model is unchanged). Context windows go after it.",
-        "The empty target only (latent batch 1): connect it to the sampler's latent_image; the output is the "
-        "translated clip's latent, for VAE Decode.")
-    FUNCTION = "build"
+class WorldWanderInContextWindowsNative(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderInContextWindowsNative", display_name=WINDOWS_NODE, category=CATEGORY,
+            description="The WorldWander sequence on ComfyUI's own model, for clips of any length: encodes the source "
+                        "clip (and for ego2exo the reference image) into the model and gives an empty target LATENT. "
+                        "Put a context windows node (e.g. Context Windows (Manual), dim 2) between it and the "
+                        "sampler: each window's target frames then see their own source frames, and ComfyUI blends "
+                        "the windows. Decode the sampler's output directly (no Keep Target).",
+            # source, task, positions and reference follow WorldWander In-Context's rules: the same inputs
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
+                                                "the task's LoRA from WorldWander LoRA (native)."),
+                io.Vae.Input("vae", tooltip="The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."),
+                source_input(), task_input(), positions_input(), reference_input(),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model",
+                                tooltip="The model holding the source (and reference) latents, with the task's "
+                                        "positions per window (a patched clone; the input model is unchanged). "
+                                        "Context windows go after it."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="The empty target only (latent batch 1): connect it to the sampler's "
+                                         "latent_image; the output is the translated clip's latent, for VAE Decode."),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        shared = WorldWanderInContext.INPUT_TYPES()
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
-                                               "the task's LoRA from WorldWander LoRA (native)."}),
-                "vae": ("VAE", {"tooltip": "The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."}),
-                **{name: shared["required"][name] for name in ("source", "task", "positions")},
-            },
-            "optional": {"reference": shared["optional"]["reference"]},
-        }
+    def validate_inputs(cls, task, reference=NOT_CONNECTED):
+        return WorldWanderInContext.validate_inputs(task, reference)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, task, reference=NOT_CONNECTED):
-        return WorldWanderInContext.VALIDATE_INPUTS(task, reference)
+    def execute(cls, model, vae, source, task, positions, reference=None) -> io.NodeOutput:
+        return io.NodeOutput(*build_in_context_windows(model, vae, source, task, positions, reference))
 
-    def build(self, model, vae, source, task, positions, reference=None):
-        return build_in_context_windows(model, vae, source, task, positions, reference)
+
+NODES = [WorldWanderInContextWindowsNative]

@@ -8,42 +8,48 @@ from __future__ import annotations
 from wan_egoexo.comfy_interop import conditioning_to_embeddings, embeddings_to_conditioning
 from wan_egoexo.in_context.tasks import TASKS, get_task
 
+from comfy_api.latest import io
+
 from . import host
-from .handles import TEXT, TEXT_ENCODER, TextHandle
+from .handles import TextHandle
+from .schema import WWText, WWTextEncoder
 
 CATEGORY = "WorldWander/conditioning"
 TASK_TOOLTIP = "exo2ego: third-person video -> first-person. ego2exo: first-person video -> third-person."
 
 
-class WorldWanderTextEncode:
-    DESCRIPTION = ("Encodes the prompt for the sampler. Leave the prompt empty to use the task's fixed prompt, "
-                   "the one the released LoRAs were trained with. Repeat prompts come from the on-disk prompt "
-                   "cache without loading UMT5.")
-    CATEGORY = CATEGORY
-    # Outputs are only ever appended: saved workflows link them by slot index.
-    RETURN_TYPES = (TEXT, "CONDITIONING", "CONDITIONING")
-    RETURN_NAMES = ("text", "positive", "negative")
-    OUTPUT_TOOLTIPS = ("Prompt and negative prompt embeddings for WorldWander Sampler.",
-                       "The prompt as ComfyUI CONDITIONING (what CLIPLoader type 'wan' + CLIPTextEncode give), "
-                       "for KSampler / CFGGuider on the native path.",
-                       "The negative prompt as ComfyUI CONDITIONING.")
-    FUNCTION = "encode"
+class WorldWanderTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderTextEncode", display_name="WorldWander Text Encode", category=CATEGORY,
+            description="Encodes the prompt for the sampler. Leave the prompt empty to use the task's fixed prompt, "
+                        "the one the released LoRAs were trained with. Repeat prompts come from the on-disk prompt "
+                        "cache without loading UMT5.",
+            inputs=[
+                WWTextEncoder.Input("text_encoder", tooltip="From WorldWander Text Encoder Loader."),
+                io.Combo.Input("task", options=list(TASKS), default="exo2ego",
+                               tooltip=TASK_TOOLTIP + " Picks the fixed prompt."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="Empty = the task's training prompt (\"Transform it into the first-person "
+                                        "perspective.\" or \"... third-person ...\"). Other text changes the result "
+                                        "in untested ways."),
+                io.String.Input("negative_prompt", multiline=True, default="",
+                                tooltip="The unconditional prompt for classifier-free guidance; the reference setting "
+                                        "is empty."),
+            ],
+            # Outputs are only ever appended: saved workflows link them by slot index.
+            outputs=[
+                WWText.Output(display_name="text", tooltip="Prompt and negative prompt embeddings for WorldWander "
+                                                           "Sampler."),
+                io.Conditioning.Output(display_name="positive",
+                                       tooltip="The prompt as ComfyUI CONDITIONING (what CLIPLoader type 'wan' + "
+                                               "CLIPTextEncode give), for KSampler / CFGGuider on the native path."),
+                io.Conditioning.Output(display_name="negative", tooltip="The negative prompt as ComfyUI CONDITIONING."),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "text_encoder": (TEXT_ENCODER, {"tooltip": "From WorldWander Text Encoder Loader."}),
-            "task": (list(TASKS), {"default": "exo2ego", "tooltip": TASK_TOOLTIP + " Picks the fixed prompt."}),
-            "prompt": ("STRING", {
-                "multiline": True, "default": "",
-                "tooltip": "Empty = the task's training prompt (\"Transform it into the first-person perspective.\" "
-                           "or \"... third-person ...\"). Other text changes the result in untested ways."}),
-            "negative_prompt": ("STRING", {
-                "multiline": True, "default": "",
-                "tooltip": "The unconditional prompt for classifier-free guidance; the reference setting is empty."}),
-        }}
-
-    def encode(self, text_encoder, task, prompt, negative_prompt):
+    def execute(cls, text_encoder, task, prompt, negative_prompt) -> io.NodeOutput:
         from wan_egoexo.memory.prompt_cache import encode_prompts_cached  # noqa: PLC0415
         from wan_egoexo.pipeline.translation import task_prompts  # noqa: PLC0415
 
@@ -55,8 +61,8 @@ class WorldWanderTextEncode:
         positive, negative = embeds[:1], embeds[1:]
         if stats["loaded"]:  # UMT5 ran and is dropped: hand its cached blocks back (nothing to do on a hit)
             host.release_cache()
-        return (TextHandle(positive, negative, None if custom else task.name),
-                embeddings_to_conditioning(positive), embeddings_to_conditioning(negative))
+        return io.NodeOutput(TextHandle(positive, negative, None if custom else task.name),
+                             embeddings_to_conditioning(positive), embeddings_to_conditioning(negative))
 
 
 def _load_with_room(path, device=None, dtype=None):
@@ -68,30 +74,28 @@ def _load_with_room(path, device=None, dtype=None):
     return load_text_encoder(path, device=device, dtype=dtype)
 
 
-class WorldWanderConditioningBridge:
-    DESCRIPTION = ("Uses ComfyUI's own text encoding (Load CLIP with type 'wan' + CLIP Text Encode) for the "
-                   "WorldWander sampler: the UMT5 states, zero-padded to 512 tokens like the pack's encoder.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (TEXT,)
-    RETURN_NAMES = ("text",)
-    OUTPUT_TOOLTIPS = ("Prompt (and negative) embeddings for WorldWander Sampler.",)
-    FUNCTION = "bridge"
+class WorldWanderConditioningBridge(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WorldWanderConditioningBridge", display_name="WorldWander Conditioning Bridge", category=CATEGORY,
+            description="Uses ComfyUI's own text encoding (Load CLIP with type 'wan' + CLIP Text Encode) for the "
+                        "WorldWander sampler: the UMT5 states, zero-padded to 512 tokens like the pack's encoder.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="CLIP Text Encode of the prompt with a UMT5-XXL CLIP (Load "
+                                                          "CLIP, type 'wan'), e.g. \"Transform it into the "
+                                                          "first-person perspective.\""),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="CLIP Text Encode of the negative prompt (empty text for the reference "
+                                              "setting). Not connected: no classifier-free guidance, cfg is ignored."),
+            ],
+            outputs=[WWText.Output(display_name="text",
+                                   tooltip="Prompt (and negative) embeddings for WorldWander Sampler.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "positive": ("CONDITIONING", {
-                    "tooltip": "CLIP Text Encode of the prompt with a UMT5-XXL CLIP (Load CLIP, type 'wan'), "
-                               "e.g. \"Transform it into the first-person perspective.\""}),
-            },
-            "optional": {
-                "negative": ("CONDITIONING", {
-                    "tooltip": "CLIP Text Encode of the negative prompt (empty text for the reference setting). "
-                               "Not connected: no classifier-free guidance, cfg is ignored."}),
-            },
-        }
-
-    def bridge(self, positive, negative=None):
+    def execute(cls, positive, negative=None) -> io.NodeOutput:
         negative = None if negative is None else conditioning_to_embeddings(negative, "negative")
-        return (TextHandle(conditioning_to_embeddings(positive, "positive"), negative),)
+        return io.NodeOutput(TextHandle(conditioning_to_embeddings(positive, "positive"), negative))
+
+
+NODES = [WorldWanderTextEncode, WorldWanderConditioningBridge]

@@ -1,8 +1,14 @@
 """A stubbed ComfyUI host for the node tests: the few host modules the pack imports (folder_paths,
 comfy.utils, comfy.model_management, comfy.model_patcher, comfy.cli_args) as a fake whose folders,
 progress updates, model loads and Cancel button the tests can see, the pack imported the way
-ComfyUI imports a custom node folder, the tiny real-layout models, and the node graph's helpers."""
+ComfyUI imports a custom node folder, the tiny real-layout models, and the node graph's helpers.
 
+The nodes are V3 nodes, so their schema comes from a real ComfyUI's ``comfy_api``: importing this
+module appends COMFYUI_PATH (a ComfyUI source tree, 0.3.64 or 0.33.0) to sys.path; without it the
+node tests skip, and under CI they fail. Only the host modules the nodes call while running are stubbed.
+"""
+
+import asyncio
 import enum
 import importlib.util
 import os
@@ -22,6 +28,26 @@ MODEL, VAE_FILE, TEXT_FILE = TRANSFORMER.names[0], VAE.names[0], TEXT_ENCODER.na
 LORA_FILE = lora_wanted(EXO2EGO).names[0]
 CLIP = "worldwander_input.mp4"
 SIZE = dict(width=64, height=64, frames=9, fps=8.0, frame_stride=1, start_frame=0)
+
+
+def require_comfy_api() -> Path:
+    """Put COMFYUI_PATH's comfy_api within reach (appended: this repository's ``nodes`` keeps priority
+    over ComfyUI's nodes.py) and import it; skip (fail under CI) when there is no ComfyUI to take it from."""
+    value = os.environ.get("COMFYUI_PATH")
+    if not value or not (Path(value) / "comfy_api" / "latest").is_dir():
+        reason = (f"COMFYUI_PATH={value!r} is not a ComfyUI source tree with comfy_api/latest (0.3.64 or later): the "
+                  "V3 nodes take their schema from it; scripts/test.sh sets it (.ci/comfyui_env.sh).")
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+    if value not in sys.path:
+        sys.path.append(value)
+    import comfy_api.latest  # noqa: F401,PLC0415  (imports ComfyUI's folder_paths and comfy.cli_args once)
+
+    return Path(value)
+
+
+COMFYUI = require_comfy_api()
 
 
 def load_pack(name="ComfyUI-WorldWander-under-test"):
@@ -146,9 +172,26 @@ def host(tmp_path, models_dir, monkeypatch):
     return fake
 
 
+def node_list(pack=None) -> list:
+    """The node classes the pack's comfy_entrypoint hands to ComfyUI, as ComfyUI gets them."""
+    extension = asyncio.run((pack or load_pack()).comfy_entrypoint())
+    return asyncio.run(extension.get_node_list())
+
+
 @pytest.fixture(scope="module")
 def nodes():
-    return load_pack().NODE_CLASS_MAPPINGS
+    """{node id: class}; a node's id is its class name."""
+    return {cls.__name__: cls for cls in node_list()}
+
+
+def schema(cls):
+    """The node's finalized V3 schema (what ComfyUI registers and serves in /object_info)."""
+    return cls.GET_SCHEMA()
+
+
+def choices(cls, name: str) -> list:
+    """The menu of input ``name`` as ComfyUI would list it now."""
+    return list(next(item for item in cls.define_schema().inputs if item.id == name).options)
 
 
 @pytest.fixture
@@ -167,9 +210,26 @@ def lora_calls(monkeypatch):
     return calls
 
 
+def call(cls, *args, hidden=None, **kwargs):
+    """Run a node the way ComfyUI's executor does: execute on a locked clone of the class (a node that
+    sets a class attribute fails here as it would there); the io.NodeOutput it returns."""
+    import inspect  # noqa: PLC0415
+
+    from comfy_api.internal import make_locked_method_func  # noqa: PLC0415
+
+    names = list(inspect.signature(cls.execute).parameters)  # ComfyUI passes inputs by name only
+    assert not set(names[:len(args)]) & set(kwargs), (names, kwargs)
+    kwargs.update(zip(names, args))
+    clone = cls.PREPARE_CLASS_CLONE(hidden or {})
+    output = make_locked_method_func(cls, cls.FUNCTION, clone)(**kwargs)
+    assert type(output).__name__ == "NodeOutput", output  # a plain dict breaks on 0.3.64
+    return output
+
+
 def run(nodes, name, *args, **kwargs):
-    cls = nodes[name]
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+    """A node's outputs as a tuple (its io.NodeOutput for an output node, which has none)."""
+    output = call(nodes[name], *args, **kwargs)
+    return output if nodes[name].GET_SCHEMA().is_output_node else output.result
 
 
 def load_models(nodes):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from stub_comfy_host import call  # first: puts ComfyUI's comfy_api (the nodes' V3 schema) within reach
 from nodes.context import WorldWanderInContext
 from nodes.native_context import InContextRope, WorldWanderInContextNative, WorldWanderKeepTarget
 from nodes.native_sampling import WorldWanderNoise, WorldWanderSigmas, _sigma_for_timestep
@@ -82,16 +83,16 @@ def _in_context_latent(has_reference=True, frames=3, batch=1):
 
 def test_keep_target_returns_only_the_target_frames():
     layout, latent = _in_context_latent()
-    (kept,) = WorldWanderKeepTarget().keep(latent)
+    (kept,) = call(WorldWanderKeepTarget, latent).result
     assert torch.equal(kept["samples"], latent["samples"][:, :, layout.target])
     assert "noise_mask" not in kept and kept["batch_index"] == [0]
     with pytest.raises(InputError, match="samples: has no video noise_mask"):
-        WorldWanderKeepTarget().keep({"samples": latent["samples"]})
+        call(WorldWanderKeepTarget, {"samples": latent["samples"]})
 
 
 def test_worldwander_noise_is_the_samplers_noise_on_the_target():
     layout, latent = _in_context_latent(batch=2)
-    (source,) = WorldWanderNoise().get_noise(1234)
+    (source,) = call(WorldWanderNoise, 1234).result
     noise = source.generate_noise(latent)
     assert source.seed == 1234 and noise.shape == latent["samples"].shape
     assert torch.equal(noise[:, :, layout.target], initial_noise((2, 48, 3, 4, 6), 1234))
@@ -101,7 +102,7 @@ def test_worldwander_noise_is_the_samplers_noise_on_the_target():
 
 
 def test_sigmas_node_is_the_reference_schedule():
-    (sigmas,) = WorldWanderSigmas().get_sigmas(7, 5.0, "unipc", 1.0)
+    (sigmas,) = call(WorldWanderSigmas, 7, 5.0, "unipc", 1.0).result
     assert torch.equal(sigmas, reference_sigmas("unipc", 7, 5.0)) and sigmas.dtype == torch.float32
 
 
@@ -126,22 +127,22 @@ def _fitted_clip():
 def test_restore_clip_undoes_the_fit_like_worldwander_decode():
     video, fit = _fitted_clip()
     decoded = ((video.permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)  # an IMAGE batch of the fitted frames
-    frames, fps = WorldWanderRestoreClip().restore(decoded, fit)
+    frames, fps = call(WorldWanderRestoreClip, decoded, fit).result
     assert frames.shape == (11, 70, 50, 3) and fps == fit.output_fps
     assert torch.equal(frames, restore_frames(video[None], fit))
     with pytest.raises(InputError, match=r"images: 13 frames of 32x96, but the fit describes 13 frames of 64x96 "
                                          r"\(11 of them real\)"):
-        WorldWanderRestoreClip().restore(decoded[:, :, :32], fit)
+        call(WorldWanderRestoreClip, decoded[:, :, :32], fit)
     with pytest.raises(InputError, match="images: 10 frames of 64x96"):
-        WorldWanderRestoreClip().restore(decoded[:10], fit)
+        call(WorldWanderRestoreClip, decoded[:10], fit)
 
 
 def test_in_context_native_names_a_missing_reference_before_touching_the_model():
-    message = WorldWanderInContext.VALIDATE_INPUTS("ego2exo")
-    assert WorldWanderInContextNative.VALIDATE_INPUTS("ego2exo") == message and "reference" in message
-    assert WorldWanderInContextNative.VALIDATE_INPUTS("exo2ego") is True
+    message = WorldWanderInContext.validate_inputs("ego2exo")
+    assert WorldWanderInContextNative.validate_inputs("ego2exo") == message and "reference" in message
+    assert WorldWanderInContextNative.validate_inputs("exo2ego") is True
     with pytest.raises(InputError, match="reference: the ego2exo task needs a reference image"):
-        WorldWanderInContextNative().build(None, None, torch.rand(5, 64, 64, 3), "ego2exo", "collaborative")
+        call(WorldWanderInContextNative, None, None, torch.rand(5, 64, 64, 3), "ego2exo", "collaborative")
 
 
 def test_in_context_native_names_a_model_or_vae_that_is_not_wan22():
@@ -149,11 +150,33 @@ def test_in_context_native_names_a_model_or_vae_that_is_not_wan22():
     wan21 = types.SimpleNamespace(get_model_object=lambda name: types.SimpleNamespace(
         latent_channels=16, rope_encode=frame_numbering_rope, patch_size=(1, 2, 2)))
     with pytest.raises(InputError, match="model: expected the Wan2.2-TI2V-5B MODEL .* with 16 latent channels"):
-        WorldWanderInContextNative().build(wan21, None, source, "exo2ego", "collaborative")
+        call(WorldWanderInContextNative, wan21, None, source, "exo2ego", "collaborative")
     wan22 = types.SimpleNamespace(get_model_object=lambda name: types.SimpleNamespace(
         latent_channels=48, rope_encode=frame_numbering_rope, patch_size=(1, 2, 2)))
     with pytest.raises(InputError, match="vae: has 16 latent channels; expected the Wan2.2 VAE"):
-        WorldWanderInContextNative().build(wan22, types.SimpleNamespace(latent_channels=16), source, "exo2ego",
-                                           "collaborative")
+        call(WorldWanderInContextNative, wan22, types.SimpleNamespace(latent_channels=16), source, "exo2ego",
+             "collaborative")
     with pytest.raises(InputError, match="source: 6 frames of 64x64 are not on the model grid"):
-        WorldWanderInContextNative().build(wan22, None, torch.rand(6, 64, 64, 3), "exo2ego", "collaborative")
+        call(WorldWanderInContextNative, wan22, None, torch.rand(6, 64, 64, 3), "exo2ego", "collaborative")
+
+
+def test_lora_file_reads_are_kept_across_runs_until_the_file_changes(tmp_path, monkeypatch):
+    """A V3 node has no instance to keep its last read on (it runs on a locked class copy): the module
+    keeps the last few files, by path, size and modification time."""
+    import nodes.native_lora as native_lora
+
+    reads = []
+    monkeypatch.setattr(native_lora, "read_original_wan_modules", lambda path: reads.append(path) or (path, len(reads)))
+    monkeypatch.setattr(native_lora, "_READ_CACHE", type(native_lora._READ_CACHE)())
+    files = [tmp_path / f"lora{i}.safetensors" for i in range(native_lora.READ_CACHE_FILES + 1)]
+    for path in files:
+        path.write_bytes(b"x")
+    first = native_lora.read_cached(str(files[0]))
+    assert native_lora.read_cached(str(files[0])) is first and len(reads) == 1  # e.g. a strength change
+    files[0].write_bytes(b"xy")  # the file changed: read again
+    assert native_lora.read_cached(str(files[0])) != first and len(reads) == 2
+    for path in files[1:]:
+        native_lora.read_cached(str(path))
+    assert len(native_lora._READ_CACHE) == native_lora.READ_CACHE_FILES  # the oldest file was let go
+    native_lora.read_cached(str(files[-1]))
+    assert len(reads) == 2 + len(files) - 1

@@ -2,6 +2,8 @@
 they import), on the tiny real-layout models, and their results are compared with the core
 pipeline computed independently."""
 
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +26,10 @@ from wan_egoexo.models.vae_loader import load_vae
 from wan_egoexo.video.fit import FitOptions
 from wan_egoexo.video.read_write import read_video
 
+from node_info_compat import all_differences, differences, v1_object_info
 from stub_comfy_host import (  # noqa: F401  (host, lora_calls, models_dir, nodes: fixtures)
     CLIP,
+    COMFYUI,
     CURRENT_FOLDERS,
     LORA_FILE,
     MODEL,
@@ -45,37 +49,67 @@ from stub_comfy_host import (  # noqa: F401  (host, lora_calls, models_dir, node
     models_dir,
     nodes,
     run,
+    call,
+    choices,
     sampler_args,
+    schema,
 )
 
 # ---------------------------------------------------------------- registration
 
-def test_importing_the_pack_loads_neither_comfyui_nor_diffusers():
-    code = ("import sys, importlib.util as u; import torch; "
+def test_importing_the_pack_loads_neither_comfyui_nor_diffusers_until_comfyui_asks_for_the_nodes():
+    code = ("import sys, asyncio, importlib.util as u; import torch; "
             f"s = u.spec_from_file_location('ComfyUI-WorldWander', {str(REPO / '__init__.py')!r}); "
             "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); "
-            "print(len(m.NODE_CLASS_MAPPINGS), [k for k in ('folder_paths', 'comfy', 'diffusers', 'transformers', "
-            "'peft') if k in sys.modules])")
+            "heavy = lambda: [k for k in ('folder_paths', 'comfy', 'comfy_api', 'diffusers', 'transformers', 'peft') "
+            "if k in sys.modules]; print(hasattr(m, 'NODE_CLASS_MAPPINGS'), heavy()); "
+            f"sys.path.append({str(COMFYUI)!r}); "
+            "e = asyncio.run(m.comfy_entrypoint()); print(len(asyncio.run(e.get_node_list())), heavy())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
-    assert out.stdout.split() == ["19", "[]"]  # 18 + In-Context Windows (native)
+    # no V1 mapping (ComfyUI would take it and never call comfy_entrypoint), nothing of ComfyUI imported;
+    # the entry point (18 nodes + In-Context Windows (native)) then brings ComfyUI's comfy_api (which ComfyUI has imported long before) and no model code
+    assert out.stdout.splitlines() == ["False []", "19 ['folder_paths', 'comfy', 'comfy_api']"]
 
 
 def test_every_node_is_registered_documented_and_namespaced(host, nodes):
-    pack = load_pack()
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(nodes)
-    builtin = {"IMAGE", "LATENT", "CONDITIONING", "FLOAT", "INT", "STRING", "AUDIO",
+    builtin = {"IMAGE", "LATENT", "CONDITIONING", "FLOAT", "INT", "STRING", "AUDIO", "COMBO", "BOOLEAN",
                "MODEL", "VAE", "SAMPLER", "SIGMAS", "NOISE"}  # the native nodes work on ComfyUI's own types
     for key, cls in nodes.items():
-        assert key == cls.__name__ and key.startswith("WorldWander")
-        assert cls.CATEGORY.startswith("WorldWander/")
-        assert callable(getattr(cls, cls.FUNCTION))
-        spec = cls.INPUT_TYPES()
-        for section in ("required", "optional"):
-            for input_name, (kind, options) in spec.get(section, {}).items():
-                assert options.get("tooltip"), f"{key}.{input_name} has no tooltip"
-                assert isinstance(kind, list) or kind in builtin or kind.startswith("WW_"), (key, input_name)
-        for kind in cls.RETURN_TYPES:
-            assert kind in builtin or kind.startswith("WW_"), (key, kind)
+        node = schema(cls)  # what ComfyUI checks at start-up: a schema error would drop this and every later node
+        assert key == cls.__name__ == node.node_id and key.startswith("WorldWander")
+        assert node.display_name.startswith("WorldWander ") and node.description
+        assert node.category.startswith("WorldWander/")
+        for item in node.inputs:
+            assert item.tooltip, f"{key}.{item.id} has no tooltip"
+            assert item.get_io_type() in builtin or item.get_io_type().startswith("WW_"), (key, item.id)
+        for item in node.outputs:
+            assert item.display_name and item.tooltip, (key, item)  # the V1 RETURN_NAMES and OUTPUT_TOOLTIPS
+            assert item.io_type in builtin or item.io_type.startswith("WW_"), (key, item.io_type)
+
+
+def test_every_node_serves_the_v1_object_info(host, nodes):
+    """ComfyUI's /object_info of each node (built from its V3 schema) against the V1 pack's, which saved
+    workflows and API prompts were made with; the folder menus are compared where they hold the same files."""
+    info = {key: json.loads(json.dumps(cls.GET_NODE_INFO_V1())) for key, cls in nodes.items()}
+    for entry in info.values():
+        entry["python_module"] = "custom_nodes.ComfyUI-WorldWander"
+    assert all_differences(info, strict_lists={"vae_name"}) == []
+
+
+def test_the_object_info_comparison_sees_what_would_break_a_workflow():
+    old = v1_object_info()["WorldWanderSampler"]
+    assert differences("S", old, copy.deepcopy(old)) == []
+    for change, expected in [
+        (lambda n: n["input"]["required"]["steps"][1].update(default=20), "S.steps.default: 50 -> 20"),
+        (lambda n: n["input_order"]["required"].reverse(), "S.input_order.required"),
+        (lambda n: n["input"]["required"].update(cfg=["INT", n["input"]["required"]["cfg"][1]]), "S.cfg: type"),
+        (lambda n: n["input"]["optional"]["lora_mode"][0].append("x"), "S.lora_mode: menu"),
+        (lambda n: n["input"]["optional"]["cfg_batch"][1].update(multiline=True), "S.cfg_batch.multiline: added"),
+        (lambda n: n.update(output_name=["latent"]), "S.output_name"),
+    ]:
+        new = copy.deepcopy(old)
+        change(new)
+        assert any(line.startswith(expected) for line in differences("S", old, new)), expected
 
 
 # ---------------------------------------------------------------- model lists
@@ -89,11 +123,11 @@ def test_model_lists_serve_current_and_2024_folder_names_and_diffusers_folders(t
         fake = Host(tmp_path / str(len(folders)), models_dir, folders)
         for name, module in fake.modules().items():
             monkeypatch.setitem(sys.modules, name, module)
-        models = nodes["WorldWanderModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
+        models = choices(nodes["WorldWanderModelLoader"], "model_name")
         assert models == [MODEL, "[diffusers] Wan2.2-TI2V-5B-Diffusers"]
-        encoders = nodes["WorldWanderTextEncoderLoader"].INPUT_TYPES()["required"]["text_encoder_name"][0]
+        encoders = choices(nodes["WorldWanderTextEncoderLoader"], "text_encoder_name")
         assert TEXT_FILE in encoders
-        loras = nodes["WorldWanderLoraLoader"].INPUT_TYPES()["required"]["lora_name"][0]
+        loras = choices(nodes["WorldWanderLoraLoader"], "lora_name")
         assert loras == sorted(lora_wanted(task).names[0] for task in (EXO2EGO, EGO2EXO))
         from_host = sys.modules[f"{load_pack().__name__}.nodes.host"]
         assert from_host.model_path(from_host.TRANSFORMER_FOLDERS, "[diffusers] Wan2.2-TI2V-5B-Diffusers",
@@ -147,11 +181,11 @@ def test_exo2ego_graph_matches_the_core_pipeline(host, nodes, models_dir, lora_c
 
 def test_ego2exo_needs_a_reference_at_validation_and_at_run_time(host, nodes):
     in_context = nodes["WorldWanderInContext"]
-    message = in_context.VALIDATE_INPUTS("ego2exo")  # reference not connected
+    message = in_context.validate_inputs("ego2exo")  # reference not connected
     assert isinstance(message, str) and message.startswith("reference:") and "Load Image" in message
-    assert in_context.VALIDATE_INPUTS("ego2exo", reference=None) is True  # linked: value unknown yet
-    assert in_context.VALIDATE_INPUTS("exo2ego") is True
-    assert "task" in in_context.VALIDATE_INPUTS("sideways")
+    assert in_context.validate_inputs("ego2exo", reference=None) is True  # linked: value unknown yet
+    assert in_context.validate_inputs("exo2ego") is True
+    assert "task" in in_context.validate_inputs("sideways")
     _, vae, _ = load_models(nodes)
     frames, fit, _, _ = run(nodes, "WorldWanderLoadVideo", CLIP, fit="crop", **SIZE)
     with pytest.raises(InputError, match="^reference: the ego2exo task needs a reference image"):
@@ -261,17 +295,20 @@ def test_load_video_lists_only_videos_and_checks_its_widgets(host, nodes):
     (host.input / "still.png").write_bytes(b"x")
     (host.input / "notes.txt").write_text("x")
     load = nodes["WorldWanderLoadVideo"]
-    assert load.INPUT_TYPES()["required"]["video"][0] == [CLIP]
+    assert choices(load, "video") == [CLIP]
     values = dict(width=0, height=0, frames=49, fps=8.0, frame_stride=1)  # start_frame, fit: ComfyUI checks them
-    assert load.VALIDATE_INPUTS(CLIP, **values) is True
-    assert "not in ComfyUI's input folder" in load.VALIDATE_INPUTS("missing.mp4", **values)
-    assert "4k+1" in load.VALIDATE_INPUTS(CLIP, **{**values, "frames": 48})
-    assert load.VALIDATE_INPUTS(CLIP, **{**values, "frame_stride": 2}).startswith("frame_stride: 2 is only used")
-    assert load.VALIDATE_INPUTS(CLIP, **{**values, "width": 16384}) == "width: 16384 is out of range; expected 0..2048."
-    assert load.VALIDATE_INPUTS(CLIP, **{**values, "frames": None}) is True  # linked: checked at run time
-    before = load.IS_CHANGED(CLIP, **values)
+    assert load.validate_inputs(CLIP, **values) is True
+    assert "not in ComfyUI's input folder" in load.validate_inputs("missing.mp4", **values)
+    assert "4k+1" in load.validate_inputs(CLIP, **{**values, "frames": 48})
+    assert load.validate_inputs(CLIP, **{**values, "frame_stride": 2}).startswith("frame_stride: 2 is only used")
+    assert load.validate_inputs(CLIP, **{**values, "width": 16384}) == "width: 16384 is out of range; expected 0..2048."
+    assert load.validate_inputs(CLIP, **{**values, "frames": None}) is True  # linked: checked at run time
+    before = load.fingerprint_inputs(CLIP, **values)
     os.utime(host.input / CLIP, (1, 1))
-    assert load.IS_CHANGED(CLIP, **values) != before
+    assert load.fingerprint_inputs(CLIP, **values) != before
+    # 0.3.64 does not check a V3 menu's value before running: the node names it, before reading the clip
+    with pytest.raises(InputError, match=r"^fit: 'zoom' is not one of the choices \['crop', 'pad', 'stretch'\]"):
+        run(nodes, "WorldWanderLoadVideo", CLIP, **{**SIZE, "fit": "zoom"})
 
 
 def test_decode_restores_the_input_size(host, nodes, lora_calls):
@@ -291,15 +328,15 @@ def test_decode_restores_the_input_size(host, nodes, lora_calls):
 def test_save_video_writes_an_h264_mp4_and_a_preview_both_frontends_show(host, nodes):
     ys, xs = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")
     frames = torch.stack([torch.stack([xs, ys, (xs + ys + k / 9) % 1], -1) for k in range(9)])  # smooth
-    result = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander")
-    mp4, gif = result["ui"]["images"]
-    assert result["ui"]["animated"] == (True,)
+    result = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander").ui.as_dict()
+    mp4, gif = result["images"]
+    assert result["animated"] == (True,)  # what the V1 node returned: both frontends show it
     assert mp4 == {"filename": "WorldWander_00001_.mp4", "subfolder": "videos", "type": "output"}
     assert gif["type"] == "temp" and gif["filename"].endswith(".gif") and (host.temp / gif["filename"]).is_file()
     written = read_video(host.output / "videos" / mp4["filename"])
     assert written.frames.shape == (9, 64, 96, 3) and written.fps == pytest.approx(8.0)
     assert np.abs(written.frames.astype(float) - frames.numpy() * 255).mean() < 4  # h264 of a smooth clip
-    second = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander")["ui"]["images"][0]
+    second = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "videos/WorldWander").ui.as_dict()["images"][0]
     assert second["filename"] == "WorldWander_00002_.mp4"
     with pytest.raises(InputError, match="^images: "):
         run(nodes, "WorldWanderSaveVideo", torch.zeros(9, 64, 96), 8.0, "x")

@@ -1,5 +1,5 @@
 """The video nodes on the stubbed ComfyUI host (see stub_comfy_host): file names stay inside ComfyUI's
-folders with links resolved, VALIDATE_INPUTS takes only what it checks, and sound goes in and out as
+folders with links resolved, validate_inputs takes only what it checks, and sound goes in and out as
 ComfyUI's AUDIO."""
 
 import inspect
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from media_tools import constant_times, decoded_audio_seconds, make_clip
-from stub_comfy_host import host, nodes, run  # noqa: F401  (fixtures)
+from stub_comfy_host import choices, host, nodes, run, schema  # noqa: F401  (fixtures)
 from stub_comfy_host import models_dir  # noqa: F401
 from wan_egoexo.errors import InputError
 
@@ -19,12 +19,12 @@ SIZE = dict(width=64, height=64, frames=9, fps=8.0, frame_stride=1, start_frame=
 
 
 def test_validate_inputs_takes_only_the_inputs_it_checks(host, nodes):  # noqa: F811
-    taken = inspect.getfullargspec(nodes["WorldWanderLoadVideo"].VALIDATE_INPUTS).args
+    taken = inspect.getfullargspec(nodes["WorldWanderLoadVideo"].validate_inputs).args
     assert taken == ["cls", "video", "width", "height", "frames", "fps", "frame_stride"]
-    required = nodes["WorldWanderLoadVideo"].INPUT_TYPES()["required"]
+    required = {item.id: item for item in schema(nodes["WorldWanderLoadVideo"]).inputs}
     assert {"start_frame", "fit"} <= set(required) - set(taken)  # ComfyUI's own min/max and choice checks
-    assert required["width"][1]["max"] == required["height"][1]["max"] == 2048
-    assert required["frames"][1]["max"] == 1001 and required["fps"][1]["max"] == 60.0
+    assert required["width"].max == required["height"].max == 2048
+    assert required["frames"].max == 1001 and required["fps"].max == 60.0
 
 
 @pytest.mark.parametrize("name, rule", [
@@ -40,19 +40,19 @@ def test_names_outside_the_input_folder_are_refused(host, nodes, tmp_path, name,
     os.symlink(secret, host.input / "link.mp4")
     name = name.format(secret=secret)
     load = nodes["WorldWanderLoadVideo"]
-    assert rule in load.VALIDATE_INPUTS(name)
+    assert rule in load.validate_inputs(name)
     with pytest.raises(InputError, match=rule.replace("'", ".")):
         run(nodes, "WorldWanderLoadVideo", name, **SIZE)
-    assert load.IS_CHANGED(name) == ""  # nothing outside is even looked at
-    assert "link.mp4" not in load.INPUT_TYPES()["required"]["video"][0]
+    assert load.fingerprint_inputs(name) == ""  # nothing outside is even looked at
+    assert "link.mp4" not in choices(load, "video")
 
 
 def test_links_and_annotated_names_inside_the_folders_are_fine(host, nodes):  # noqa: F811
     make_clip(host.output / "earlier.mp4", constant_times(9, 8.0))
     os.symlink(host.input / "worldwander_input.mp4", host.input / "alias.mp4")
     load = nodes["WorldWanderLoadVideo"]
-    assert load.VALIDATE_INPUTS("alias.mp4") is True
-    assert load.VALIDATE_INPUTS("earlier.mp4 [output]") is True
+    assert load.validate_inputs("alias.mp4") is True
+    assert load.validate_inputs("earlier.mp4 [output]") is True
     frames = run(nodes, "WorldWanderLoadVideo", "earlier.mp4 [output]", **SIZE)[0]
     assert frames.shape == (9, 64, 64, 3)
 
@@ -76,10 +76,10 @@ def test_save_video_writes_connected_audio_trimmed_to_the_video(host, nodes, tmp
     frames = torch.rand(9, 32, 48, 3)
     tone = torch.sin(torch.arange(3 * 44100) / 44100 * 2 * math.pi * 220)[None, None].repeat(1, 2, 1) * 0.5
     result = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "with_sound", {"waveform": tone, "sample_rate": 44100})
-    saved = host.output / result["ui"]["images"][0]["filename"]
+    saved = host.output / result.ui.as_dict()["images"][0]["filename"]
     assert decoded_audio_seconds(saved) == pytest.approx(9 / 8, abs=0.03)  # 3 s of sound cut to the video
     without = run(nodes, "WorldWanderSaveVideo", frames, 8.0, "without_sound")  # the old three inputs still work
-    assert (host.output / without["ui"]["images"][0]["filename"]).is_file()
+    assert (host.output / without.ui.as_dict()["images"][0]["filename"]).is_file()
     with pytest.raises(InputError, match=r"^audio: the waveform holds NaN"):
         run(nodes, "WorldWanderSaveVideo", frames, 8.0, "bad", {"waveform": tone * float("nan"), "sample_rate": 44100})
     with pytest.raises(InputError, match=r"^audio: sample_rate 0 is invalid"):

@@ -1,5 +1,5 @@
 """The in-context input of one window (wan_egoexo/in_context/window_input.py) and the native glue
-around it (nodes/native_windows.py) without a ComfyUI host: the window's sequence is [reference?,
+around it (nodes/native_windows.py) without a running ComfyUI (the nodes import a host's comfy_api): the window's sequence is [reference?,
 its own source frames, its target] with 0 timesteps on the clean frames, the wrapper drops 0.33's
 causal anchor frame and cuts the output back, the rope patch passes on newer keywords, and the
 whole-clip LATENT refuses context windows. (Their numbers inside ComfyUI are in
@@ -10,6 +10,7 @@ import types
 import pytest
 import torch
 
+import stub_comfy_host  # noqa: F401  first: puts ComfyUI's comfy_api (the nodes' V3 schema) within reach
 from nodes.native_context import InContextRope
 from nodes.native_windows import InContextWindows, RefuseContextWindows
 from wan_egoexo.errors import InputError

@@ -138,8 +138,11 @@ def pack_specs(tmp_path_factory):
         pack = importlib.util.module_from_spec(spec)
         sys.modules[name] = pack
         spec.loader.exec_module(pack)
-        return {key: NodeSpec(parse_inputs(cls.INPUT_TYPES()), list(cls.RETURN_TYPES))
-                for key, cls in pack.NODE_CLASS_MAPPINGS.items()}
+        from stub_comfy_host import node_list  # noqa: PLC0415  (needs COMFYUI_PATH's comfy_api: the V3 schema)
+
+        infos = [cls.GET_NODE_INFO_V1() for cls in node_list(pack)]  # what /object_info serves
+        return {info["name"]: NodeSpec(parse_inputs(info["input"], info["input_order"]), list(info["output"]))
+                for info in infos}
     finally:
         if saved is None:
             sys.modules.pop("folder_paths", None)

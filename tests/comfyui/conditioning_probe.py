@@ -12,6 +12,7 @@ Started by test_text_conditioning.py in a fresh process.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -46,15 +47,17 @@ def main(comfy_dir, models_dir, pack_dir, cache_dir, file_name) -> None:
     loader_module.load_text_encoder = lambda *a, **k: loads.append(1) or real_load(*a, **k)
 
     clip = comfy_nodes.CLIPLoader().load_clip(file_name, "wan", "default")[0]
-    encoder = pack.NODE_CLASS_MAPPINGS["WorldWanderTextEncoderLoader"]().load(file_name, "default")[0]
-    text_encode = pack.NODE_CLASS_MAPPINGS["WorldWanderTextEncode"]()
+    from native_host import run_node  # noqa: PLC0415  (beside this file; runs nodes as ComfyUI does)
+
+    pack_nodes = {cls.__name__: cls for cls in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+    encoder = run_node(pack_nodes["WorldWanderTextEncoderLoader"], file_name, "default")[0]
     report = {"comfy_compute_dtypes": sorted(str(d) for d in clip.cond_stage_model.dtypes), "tasks": {}}
     stock_by_text = {}
     for task in TASKS.values():
         rows = {}
         for attempt in ("first", "cached"):
             before = len(loads)
-            _, positive, negative = text_encode.encode(encoder, task.name, "", "")
+            _, positive, negative = run_node(pack_nodes["WorldWanderTextEncode"], encoder, task.name, "", "")
             rows[attempt] = {"umt5_loads": len(loads) - before, "positive": positive, "negative": negative}
         stock = {}
         for key, text in (("positive", task.prompt), ("negative", "")):

@@ -14,6 +14,7 @@ what "Unload models" releases) are its real code; only the memory they act on is
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -81,12 +82,14 @@ def main(comfy_dir: str, models_dir: str, pack_dir: str) -> None:
     pack = load_pack(Path(pack_dir), Path(models_dir))
     from comfy.model_patcher import ModelPatcher  # noqa: PLC0415
 
-    nodes = pack.NODE_CLASS_MAPPINGS
+    from native_host import run_node  # noqa: PLC0415  (beside this file; runs nodes as ComfyUI does)
+
+    nodes = {cls.__name__: cls for cls in asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
     host_memory = sys.modules["WorldWanderPack.nodes.host_memory"]
     steps = []
 
-    model = nodes["WorldWanderModelLoader"]().load("wan2.2_ti2v_5B_fp16.safetensors", "fp32", "sdpa", "resident")[0]
-    vae = nodes["WorldWanderVAELoader"]().load("wan2.2_vae.safetensors", "off")[0]
+    model = run_node(nodes["WorldWanderModelLoader"], "wan2.2_ti2v_5B_fp16.safetensors", "fp32", "sdpa", "resident")[0]
+    vae = run_node(nodes["WorldWanderVAELoader"], "wan2.2_vae.safetensors", "off")[0]
     transformer = model.transformer
     ours = host_memory.patcher_of(transformer)
     moves, vae_moves = [], []

@@ -11,6 +11,7 @@ passed in instead. Everything else (VAE.encode/decode, the loaders, sampling) is
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -63,5 +64,15 @@ def start_host(comfy_dir: Path, models_dir: Path, input_dir: Path, vae_config: d
 
 
 def run_node(cls, *args, **kwargs):
-    """Call a node the way ComfyUI's executor does: a fresh instance, its FUNCTION."""
-    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+    """Call a node the way ComfyUI's executor does and return its outputs as a tuple: a V1 node on a fresh
+    instance (its FUNCTION), a V3 node (the pack's, and ComfyUI's own newer ones) by input name on a
+    locked clone of its class."""
+    if not hasattr(cls, "GET_SCHEMA"):
+        return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+    from comfy_api.internal import make_locked_method_func  # noqa: PLC0415
+
+    kwargs.update(zip(inspect.signature(cls.execute).parameters, args))
+    output = make_locked_method_func(cls, cls.FUNCTION, cls.PREPARE_CLASS_CLONE({}))(**kwargs)
+    if inspect.isawaitable(output):
+        output = asyncio.run(output)
+    return output.result

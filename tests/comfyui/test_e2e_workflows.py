@@ -56,8 +56,8 @@ HAND_WORKED_OUTPUT = {"exo2ego.json": (49, 64, 64, 8.0), "ego2exo.json": (49, 64
 STEP_NODES = ("WorldWanderSampler", "WorldWanderSigmas")  # where a workflow sets its number of steps
 
 
-def load_workflow(name: str) -> dict:
-    path = WORKFLOWS_DIR / name
+def load_workflow(name: str, folder: Path = WORKFLOWS_DIR) -> dict:
+    path = folder / name
     if not path.is_file():
         pytest.fail(f"{path}: missing; expected the shipped UI-format workflow.")
     return json.loads(path.read_text())
@@ -83,9 +83,11 @@ def input_files(comfy_server):
     return clip, reference
 
 
-def prepared_workflow(name: str, object_info: dict, steps: int = TEST_STEPS, seed: int | None = None) -> dict:
-    """The shipped workflow with the generated inputs, the test size and the given steps (and seed)."""
-    workflow = load_workflow(name)
+def prepared_workflow(name: str, object_info: dict, steps: int = TEST_STEPS, seed: int | None = None,
+                      folder: Path = WORKFLOWS_DIR) -> dict:
+    """The shipped workflow (or one in ``folder``) with the generated inputs, the test size and the given
+    steps (and seed)."""
+    workflow = load_workflow(name, folder)
     loader = only_node(workflow, "WorldWanderLoadVideo")
     set_widget(workflow, loader["id"], "video", VIDEO_NAME, object_info)
     set_widget(workflow, loader["id"], "width", TEST_SIZE, object_info)

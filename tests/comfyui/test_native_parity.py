@@ -135,4 +135,5 @@ def test_native_nodes_are_served_with_their_sockets(object_info):
         assert {k: _socket_type(v) for k, v in info["input"].get("optional", {}).items()} == optional, name
         assert info["output"] == outputs and info["category"].startswith("WorldWander/"), name
     assert object_info["WorldWanderInContextNative"]["display_name"] == "WorldWander In-Context (native)"
-    assert object_info["WorldWanderSolver"]["input"]["required"]["solver"][0] == ["unipc", "euler"]
+    solver = object_info["WorldWanderSolver"]["input"]["required"]["solver"]  # a V3 menu: ["COMBO", {options}]
+    assert solver[0] == "COMBO" and solver[1]["options"] == ["unipc", "euler"] and solver[1]["default"] == "unipc"
