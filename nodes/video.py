@@ -127,7 +127,7 @@ class WorldWanderLoadVideo(io.ComfyNode):
 
         check_choices(cls, fit=fit)
         options = fit_options(width, height, frames, fps, frame_stride, start_frame, fit)
-        clip = read_fitted_clip(input_file_path(video), options)
+        clip = read_fitted_clip(input_file_path(video), options, frame_limit=True)  # refused before decoding
         audio = to_comfy_audio(clip.audio_samples())
         return io.NodeOutput(video_to_image_batch(clip.video), clip.info, float(clip.info.output_fps), audio)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..option_ranges import check_clip_frames
 from .audio import AudioClip, SourceAudio, read_audio
 from .clip_source import ClipSource, open_clip
 from .decode import decode_frames, fill_missing
@@ -88,11 +89,16 @@ def _frames_from_images(source: ClipSource, info: FitInfo):
     return frames_of
 
 
-def read_fitted_clip(source, options: FitOptions, input_fps: float | None = None) -> FittedClip:
-    """Fit a clip (a path or an open ClipSource) to the grid, decoding only the frames the fit uses."""
+def read_fitted_clip(source, options: FitOptions, input_fps: float | None = None,
+                     frame_limit: bool = False) -> FittedClip:
+    """Fit a clip (a path or an open ClipSource) to the grid, decoding only the frames the fit uses.
+    ``frame_limit``: refuse, before decoding, a fit of more than MAX_CLIP_FRAMES frames (what the nodes
+    that take an IMAGE clip accept)."""
     if not isinstance(source, ClipSource):
         source = open_clip(source, input_fps)
     info = plan_clip_fit(source, options)
+    if frame_limit:
+        check_clip_frames(info.num_frames, "frames")
     notes = list(source.notes)
     if source.kind == "video":
         video = fitted_video_from(info, _frames_from_file(source, info, notes), cropped=True)
