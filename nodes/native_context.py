@@ -15,6 +15,7 @@ Nothing here imports ComfyUI's model code: MODEL, VAE and LATENT are used throug
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 import torch
 
@@ -23,7 +24,7 @@ from wan_egoexo.errors import InputError
 from wan_egoexo.option_ranges import check_clip_frames
 from wan_egoexo.in_context.layout import InContextLayout, check_positions, reindex_frames, target_frames_from_mask
 from wan_egoexo.in_context.latents import latent_shape
-from wan_egoexo.in_context.tasks import get_task
+from wan_egoexo.in_context.tasks import Task, get_task
 
 from comfy_api.latest import io
 
@@ -115,14 +116,28 @@ def _encode(vae, images: torch.Tensor, expected_shape: tuple, name: str) -> torc
     return latents.float()
 
 
-def build_in_context_latent(model, vae, source, task, positions, reference=None):
-    """(patched model clone, LATENT) for WorldWander In-Context (native); checks every input first."""
+@dataclass
+class EncodedClip:
+    """What both in-context nodes encode: raw latents of the source [1, 48, F, h, w] and the reference
+    [1, 48, 1, h, w] or None, the empty target (what normalises to zero, the channel means, as
+    Wan22ImageToVideoLatent's), and the model's latent format that normalises them."""
+
+    task: Task
+    source: torch.Tensor
+    reference: torch.Tensor | None
+    empty_target: torch.Tensor
+    latent_format: object
+
+
+def encode_clip(model, vae, source, task, positions, reference=None, node: str = "WorldWander In-Context") -> EncodedClip:
+    """Check every input of an in-context node (task, positions, reference, frame count, MODEL, VAE),
+    then VAE-encode the clean parts; ``node`` is the node named in the errors."""
     from wan_egoexo.pipeline.translation import prepare_reference  # noqa: PLC0415
 
     task = get_task(task)
     check_positions(positions)
     if task.uses_reference and reference is None:
-        raise InputError(missing_reference_message(task))
+        raise InputError(missing_reference_message(task).replace("WorldWander In-Context's", f"{node}'s"))
     check_clip_frames(len(source), "source")  # before anything is converted or encoded
     video = image_batch_to_video(source, "source")
     frames, height, width = video.shape[2:]
@@ -133,16 +148,23 @@ def build_in_context_latent(model, vae, source, task, positions, reference=None)
         raise InputError(f"vae: has {getattr(vae, 'latent_channels', None)} latent channels; expected the Wan2.2 "
                          f"VAE (wan2.2_vae.safetensors, {WAN22_LATENT_CHANNELS} channels).")
 
-    latent_frames, latent_height, latent_width = latent_shape(frames, height, width)
-    layout = InContextLayout(latent_frames, task.uses_reference, positions)
-    shape = (1, WAN22_LATENT_CHANNELS, latent_frames, latent_height, latent_width)
-    parts = [] if reference_video is None else [
-        _encode(vae, video_to_image_batch(reference_video), shape[:2] + (1,) + shape[3:], "the reference")]
+    shape = (1, WAN22_LATENT_CHANNELS, *latent_shape(frames, height, width))
+    reference_latents = None if reference_video is None else _encode(
+        vae, video_to_image_batch(reference_video), shape[:2] + (1,) + shape[3:], "the reference")
     source_latents = _encode(vae, source.detach().float().clamp(0.0, 1.0), shape, "the source")
-    # The empty target holds what normalises to zero (the channel means), as Wan22ImageToVideoLatent does.
     empty_target = latent_format.process_out(torch.zeros(shape, dtype=source_latents.dtype,
                                                          device=source_latents.device))
-    parts += [source_latents, empty_target]
+    return EncodedClip(task, source_latents, reference_latents, empty_target, latent_format)
+
+
+def build_in_context_latent(model, vae, source, task, positions, reference=None):
+    """(patched model clone, LATENT) for WorldWander In-Context (native); checks every input first."""
+    clip = encode_clip(model, vae, source, task, positions, reference)
+    task, source_latents = clip.task, clip.source
+    latent_frames, latent_height, latent_width = source_latents.shape[2:]
+    layout = InContextLayout(latent_frames, task.uses_reference, positions)
+    parts = [] if clip.reference is None else [clip.reference]
+    parts += [source_latents, clip.empty_target]
     samples = torch.cat([part.to(source_latents.device) for part in parts], dim=2)
     mask = layout.denoise_mask().view(1, 1, -1, 1, 1).repeat(1, 1, 1, latent_height, latent_width)
 

@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import torch
 
-from wan_egoexo.comfy_interop import first_image, image_batch_to_video, video_to_image_batch
 from wan_egoexo.errors import InputError
-from wan_egoexo.in_context.latents import latent_shape
-from wan_egoexo.in_context.layout import InContextLayout, check_positions
-from wan_egoexo.in_context.tasks import get_task
+from wan_egoexo.in_context.layout import InContextLayout
 from wan_egoexo.in_context.window_input import in_context_window
-from wan_egoexo.option_ranges import check_clip_frames
 
 from comfy_api.latest import io
 
-from .context import (NOT_CONNECTED, WorldWanderInContext, missing_reference_message, positions_input,
+from .context import (NOT_CONNECTED, WorldWanderInContext, positions_input,
                       reference_input, source_input, task_input)
-from .native_context import CATEGORY, WAN22_LATENT_CHANNELS, InContextRope, _encode, _wan22_model
+from .native_context import CATEGORY, InContextRope, encode_clip
 
 DIFFUSION_MODEL = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 WRAPPER_KEY = "worldwander_in_context_windows"
@@ -103,43 +99,21 @@ def refuse_context_windows(patched) -> None:
 
 def build_in_context_windows(model, vae, source, task, positions, reference=None):
     """(patched model clone, LATENT of the empty target) for WorldWander In-Context Windows (native)."""
-    from wan_egoexo.pipeline.translation import prepare_reference  # noqa: PLC0415
-
-    task = get_task(task)
-    check_positions(positions)
-    if task.uses_reference and reference is None:
-        raise InputError(missing_reference_message(task).replace("WorldWander In-Context's", f"{WINDOWS_NODE}'s"))
-    check_clip_frames(len(source), "source")  # before anything is converted or encoded
-    video = image_batch_to_video(source, "source")
-    frames, height, width = video.shape[2:]
-    image = None if reference is None else first_image(reference, "reference")
-    reference_video = prepare_reference(task, image, width, height)
-    _, latent_format = _wan22_model(model)
-    if getattr(vae, "latent_channels", None) != WAN22_LATENT_CHANNELS:
-        raise InputError(f"vae: has {getattr(vae, 'latent_channels', None)} latent channels; expected the Wan2.2 "
-                         f"VAE (wan2.2_vae.safetensors, {WAN22_LATENT_CHANNELS} channels).")
-
-    latent_frames, latent_height, latent_width = latent_shape(frames, height, width)
-    shape = (1, WAN22_LATENT_CHANNELS, latent_frames, latent_height, latent_width)
-    source_latents = _encode(vae, source.detach().float().clamp(0.0, 1.0), shape, "the source")
-    reference_latents = None if reference_video is None else _encode(
-        vae, video_to_image_batch(reference_video), shape[:2] + (1,) + shape[3:], "the reference")
-    # The empty target holds what normalises to zero (the channel means), as In-Context (native)'s does.
-    empty_target = latent_format.process_out(torch.zeros(shape, dtype=source_latents.dtype,
-                                                         device=source_latents.device))
+    clip = encode_clip(model, vae, source, task, positions, reference, node=WINDOWS_NODE)
+    task = clip.task
 
     def normalised(latents):
-        return None if latents is None else latent_format.process_in(latents).float().cpu()
+        return None if latents is None else clip.latent_format.process_in(latents).float().cpu()
 
     patched = model.clone()
     if InContextLayout(1, task.uses_reference, positions).needs_reindexing():
         rope = InContextRope(patched.get_model_object("diffusion_model.rope_encode"), task.uses_reference, positions)
         patched.add_object_patch("diffusion_model.rope_encode", rope)
-    wrapper = InContextWindows(normalised(source_latents), normalised(reference_latents), positions)
+    wrapper = InContextWindows(normalised(clip.source), normalised(clip.reference), positions)
     for key in (WRAPPER_KEY, GUARD_KEY):  # a model from either in-context node: this clip and layout replace its own
         patched.remove_wrappers_with_key(DIFFUSION_MODEL, key)
     patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
-    return patched, {"samples": empty_target}
+    return patched, {"samples": clip.empty_target}
 
 
 class WorldWanderInContextWindowsNative(io.ComfyNode):

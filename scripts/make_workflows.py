@@ -118,10 +118,15 @@ def build(task_name: str, long_clip: bool = False) -> dict:
     return g.to_json()
 
 
-def build_native(task_name: str) -> dict:
+def build_native(task_name: str, long_clip: bool = False) -> dict:
     """The native workflow: ComfyUI's own loaders, guider, sampler and VAE Decode around the pack's
     In-Context (native), LoRA (native), Keep Target and Restore Clip Size; the reference solver,
-    schedule and noise make SamplerCustomAdvanced give the WorldWander Sampler's result."""
+    schedule and noise make SamplerCustomAdvanced give the WorldWander Sampler's result.
+
+    ``long_clip``: In-Context Windows (native) and ComfyUI's own Context Windows (Manual) in front of
+    the guider, set to the WW_* long-clip workflow's windows (13 latent frames, overlap 4, static
+    schedule) with the pyramid blend; the whole clip is loaded and the sampler's output is the target
+    (no Keep Target)."""
     task = get_task(task_name)
     transformer, vae, text_encoder = model_file(TRANSFORMER), model_file(VAE), model_file(TEXT_ENCODER)
     lora = model_file(lora_wanted(task))
@@ -136,11 +141,15 @@ def build_native(task_name: str) -> dict:
     g.add(5, "WorldWanderTextEncode", (400, 310), (330, 200), [task.name, "", ""],
           outputs=[("text", "WW_TEXT"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
           inputs=[("text_encoder", "WW_TEXT_ENCODER")])
-    g.add(6, "WorldWanderLoadVideo", (40, 560), (330, 260), [INPUT_VIDEO, 0, 0, 49, 8.0, 1, 0, "crop"],
+    g.add(6, "WorldWanderLoadVideo", (40, 560), (330, 260), [INPUT_VIDEO, 0, 0, 0 if long_clip else 49, 8.0, 1, 0,
+                                                               "crop"],
           outputs=[("frames", "IMAGE"), ("fit", "WW_FIT"), ("fps", "FLOAT")])
-    g.add(7, "WorldWanderInContextNative", (780, 560), (330, 130), [task.name, "collaborative"],
-          outputs=[("model", "MODEL"), ("latent", "LATENT")],
+    g.add(7, "WorldWanderInContextWindowsNative" if long_clip else "WorldWanderInContextNative", (780, 560),
+          (330, 130), [task.name, "collaborative"], outputs=[("model", "MODEL"), ("latent", "LATENT")],
           inputs=[("model", "MODEL"), ("vae", "VAE"), ("source", "IMAGE"), ("reference", "IMAGE")])
+    if long_clip:
+        g.add(19, "ContextWindowsManual", (780, 60), (330, 250), [13, 4, "standard_static", 1, False, "pyramid", 2],
+              outputs=[("MODEL", "MODEL")], inputs=[("model", "MODEL")])
     g.add(8, "CFGGuider", (1150, 60), (300, 100), [5.0], outputs=[("GUIDER", "GUIDER")],
           inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")])
     g.add(9, "WorldWanderNoise", (1150, 200), (300, 80), [1234, "fixed"], outputs=[("noise", "NOISE")])
@@ -150,24 +159,46 @@ def build_native(task_name: str) -> dict:
           outputs=[("output", "LATENT"), ("denoised_output", "LATENT")],
           inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
                   ("latent_image", "LATENT")])
-    g.add(14, "WorldWanderKeepTarget", (1500, 220), (300, 60), [], outputs=[("latent", "LATENT")],
-          inputs=[("samples", "LATENT")])
-    g.add(15, "VAEDecode", (1500, 330), (300, 60), [], outputs=[("IMAGE", "IMAGE")],
+    below = 0 if long_clip else 110  # Keep Target sits between the sampler and VAE Decode
+    if not long_clip:
+        g.add(14, "WorldWanderKeepTarget", (1500, 220), (300, 60), [], outputs=[("latent", "LATENT")],
+              inputs=[("samples", "LATENT")])
+    g.add(15, "VAEDecode", (1500, 220 + below), (300, 60), [], outputs=[("IMAGE", "IMAGE")],
           inputs=[("samples", "LATENT"), ("vae", "VAE")])
-    g.add(16, "WorldWanderRestoreClip", (1500, 440), (300, 80), [], outputs=[("frames", "IMAGE"), ("fps", "FLOAT")],
-          inputs=[("images", "IMAGE"), ("fit", "WW_FIT")])
-    g.add(17, "WorldWanderSaveVideo", (1850, 60), (420, 520), [8.0, "WorldWander_" + task.name + "_native"],
+    g.add(16, "WorldWanderRestoreClip", (1500, 330 + below), (300, 80), [],
+          outputs=[("frames", "IMAGE"), ("fps", "FLOAT")], inputs=[("images", "IMAGE"), ("fit", "WW_FIT")])
+    g.add(17, "WorldWanderSaveVideo", (1850, 60), (420, 520),
+          [8.0, "WorldWander_" + task.name + ("_native_long_clip" if long_clip else "_native")],
           inputs=[("images", "IMAGE"), ("fps", "FLOAT", "fps")])
     steps = ["1. Put the clip in ComfyUI/input (or use the upload button of WorldWander Load Video) and pick it."]
     if task.uses_reference:
         steps.append("2. Load Image: a picture of the person (full body, e.g. from behind), for the reference input.")
         g.add(12, "LoadImage", (400, 560), (330, 320), [REFERENCE_IMAGE, "image"],
               outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")])
-    steps.append(f"{len(steps) + 1}. Queue. Defaults are the authors' settings: 49 frames at 8 fps, 1280x704 (auto "
-                 "size), UniPC, 50 steps, cfg 5, shift 5, seed 1234. ComfyUI loads the model partially and offloads "
-                 "the rest on small GPUs.")
+    if long_clip:
+        steps.append(f"{len(steps) + 1}. Long clip: Load Video takes the whole clip (frames 0) at 8 fps. Context "
+                     "Windows (Manual) covers it with windows of 13 latent frames (the trained 49 video frames) "
+                     "overlapping by 4, dim 2 (the frame axis), standard_static, pyramid: each window's output frames "
+                     "see their own source frames, and ComfyUI blends the windows at every step. These are the WW_* "
+                     "long-clip workflow's windows; its blend is the same where each overlap is at most 7 frames and "
+                     "no frame is in three windows (e.g. 73-85, 109-121 or 145-157 video frames), close otherwise.")
+        steps.append(f"{len(steps) + 1}. Queue. Defaults are the authors' settings: 8 fps, 1280x704 (auto size), "
+                     "UniPC, 50 steps, cfg 5, shift 5, seed 1234. The sampler's output is the translated clip (no "
+                     "Keep Target). ComfyUI loads the model partially and offloads the rest on small GPUs.")
+    else:
+        steps.append(f"{len(steps) + 1}. Queue. Defaults are the authors' settings: 49 frames at 8 fps, 1280x704 "
+                     "(auto size), UniPC, 50 steps, cfg 5, shift 5, seed 1234. ComfyUI loads the model partially and "
+                     "offloads the rest on small GPUs.")
+    sampling = ("WAN Context Windows (Manual) works too: context_length 49, overlap 16, standard_static, FreeNoise off "
+                "(on 0.33 and later its defaults, standard_uniform and FreeNoise on, move away from the reference). "
+                "Latent batch 1 only." if long_clip else
+                "Stock samplers work too (e.g. KSampler uni_pc / simple, cfg 5, after ModelSamplingSD3 shift 5): close "
+                "to the reference, not identical.")
+    title = (f"WorldWander {task.name} (native, long clip): {view_line(task)}, of any length, on ComfyUI's own "
+             "model, context windows, sampler and VAE Decode" if long_clip else
+             f"WorldWander {task.name} (native): {view_line(task)}, on ComfyUI's own model, sampler and VAE Decode")
     note = "\n".join([
-        f"WorldWander {task.name} (native): {view_line(task)}, on ComfyUI's own model, sampler and VAE Decode",
+        title,
         "",
         *model_files_note(task, [
             (transformer, "(Load Diffusion Model; a GGUF 5B via ComfyUI-GGUF's Unet Loader (GGUF), or an fp8 / "
@@ -180,14 +211,15 @@ def build_native(task_name: str) -> dict:
         f"nodes (\"{task.prompt}\" and an empty negative) into CFG Guider's positive and negative give the same "
         "conditioning as WorldWander Text Encode.",
         "Sampling: WorldWander Noise, Solver and Sigmas make SamplerCustomAdvanced reproduce the WorldWander Sampler "
-        "(the reference). Stock samplers work too (e.g. KSampler uni_pc / simple, cfg 5, after ModelSamplingSD3 "
-        "shift 5): close to the reference, not identical.",
-        "Long clips: this graph samples the whole clip in one sequence; for clips much longer than 49 frames use "
-        "exo2ego_native_long_clip.json (ComfyUI's context windows) or exo2ego_long_clip.json (the WW_* sampler's).",
+        "(the reference). " + sampling,
+        *([] if long_clip else [
+            "Long clips: this graph samples the whole clip in one sequence; for clips much longer than 49 frames use "
+            "exo2ego_native_long_clip.json (ComfyUI's context windows) or exo2ego_long_clip.json (the WW_* "
+            "sampler's)."]),
         "",
         *steps,
     ])
-    g.add(18, "Note", (400, 910), (560, 400), [note], title="Read me: model files")
+    g.add(18, "Note", (400, 910), (560, 440 if long_clip else 400), [note], title="Read me: model files")
     g.link(1, 0, 2, "model")
     g.link(4, 0, 5, "text_encoder")
     g.link(2, 0, 7, "model")
@@ -195,7 +227,11 @@ def build_native(task_name: str) -> dict:
     g.link(6, 0, 7, "source")
     if task.uses_reference:
         g.link(12, 0, 7, "reference")
-    g.link(7, 0, 8, "model")
+    if long_clip:
+        g.link(7, 0, 19, "model")
+        g.link(19, 0, 8, "model")
+    else:
+        g.link(7, 0, 8, "model")
     g.link(5, 1, 8, "positive")
     g.link(5, 2, 8, "negative")
     g.link(9, 0, 13, "noise")
@@ -203,109 +239,11 @@ def build_native(task_name: str) -> dict:
     g.link(10, 0, 13, "sampler")
     g.link(11, 0, 13, "sigmas")
     g.link(7, 1, 13, "latent_image")
-    g.link(13, 0, 14, "samples")
-    g.link(14, 0, 15, "samples")
-    g.link(3, 0, 15, "vae")
-    g.link(15, 0, 16, "images")
-    g.link(6, 1, 16, "fit")
-    g.link(16, 0, 17, "images")
-    g.link(16, 1, 17, "fps")
-    return g.to_json()
-
-
-def build_native_long_clip(task_name: str) -> dict:
-    """The native long-clip workflow: the native graph with In-Context Windows (native) and ComfyUI's own
-    Context Windows (Manual) in front of the guider, set to the WW_* long-clip workflow's windows (13
-    latent frames, overlap 4, static schedule) with the pyramid blend; the sampler's output is the target."""
-    task = get_task(task_name)
-    transformer, vae, text_encoder = model_file(TRANSFORMER), model_file(VAE), model_file(TEXT_ENCODER)
-    lora = model_file(lora_wanted(task))
-    g = Graph()
-    g.add(1, "UNETLoader", (40, 60), (330, 90), [transformer.name, "default"], outputs=[("MODEL", "MODEL")],
-          models=(transformer,))
-    g.add(2, "WorldWanderLoraNative", (400, 60), (330, 90), [lora.name, 1.0], outputs=[("model", "MODEL")],
-          inputs=[("model", "MODEL")], models=(lora,))
-    g.add(3, "VAELoader", (40, 200), (330, 60), [vae.name], outputs=[("VAE", "VAE")], models=(vae,))
-    g.add(4, "WorldWanderTextEncoderLoader", (40, 310), (330, 90), [text_encoder.name, "default"],
-          outputs=[("text_encoder", "WW_TEXT_ENCODER")], models=(text_encoder,))
-    g.add(5, "WorldWanderTextEncode", (400, 310), (330, 200), [task.name, "", ""],
-          outputs=[("text", "WW_TEXT"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
-          inputs=[("text_encoder", "WW_TEXT_ENCODER")])
-    g.add(6, "WorldWanderLoadVideo", (40, 560), (330, 260), [INPUT_VIDEO, 0, 0, 0, 8.0, 1, 0, "crop"],
-          outputs=[("frames", "IMAGE"), ("fit", "WW_FIT"), ("fps", "FLOAT")])
-    g.add(7, "WorldWanderInContextWindowsNative", (780, 560), (330, 130), [task.name, "collaborative"],
-          outputs=[("model", "MODEL"), ("latent", "LATENT")],
-          inputs=[("model", "MODEL"), ("vae", "VAE"), ("source", "IMAGE"), ("reference", "IMAGE")])
-    g.add(19, "ContextWindowsManual", (780, 60), (330, 250), [13, 4, "standard_static", 1, False, "pyramid", 2],
-          outputs=[("MODEL", "MODEL")], inputs=[("model", "MODEL")])
-    g.add(8, "CFGGuider", (1150, 60), (300, 100), [5.0], outputs=[("GUIDER", "GUIDER")],
-          inputs=[("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")])
-    g.add(9, "WorldWanderNoise", (1150, 200), (300, 80), [1234, "fixed"], outputs=[("noise", "NOISE")])
-    g.add(10, "WorldWanderSolver", (1150, 320), (300, 60), ["unipc"], outputs=[("sampler", "SAMPLER")])
-    g.add(11, "WorldWanderSigmas", (1150, 420), (300, 130), [50, 5.0, "unipc", 1.0], outputs=[("sigmas", "SIGMAS")])
-    g.add(13, "SamplerCustomAdvanced", (1500, 60), (300, 110), [],
-          outputs=[("output", "LATENT"), ("denoised_output", "LATENT")],
-          inputs=[("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
-                  ("latent_image", "LATENT")])
-    g.add(15, "VAEDecode", (1500, 220), (300, 60), [], outputs=[("IMAGE", "IMAGE")],
-          inputs=[("samples", "LATENT"), ("vae", "VAE")])
-    g.add(16, "WorldWanderRestoreClip", (1500, 330), (300, 80), [], outputs=[("frames", "IMAGE"), ("fps", "FLOAT")],
-          inputs=[("images", "IMAGE"), ("fit", "WW_FIT")])
-    g.add(17, "WorldWanderSaveVideo", (1850, 60), (420, 520), [8.0, "WorldWander_" + task.name + "_native_long_clip"],
-          inputs=[("images", "IMAGE"), ("fps", "FLOAT", "fps")])
-    steps = ["1. Put the clip in ComfyUI/input (or use the upload button of WorldWander Load Video) and pick it."]
-    if task.uses_reference:
-        steps.append("2. Load Image: a picture of the person (full body, e.g. from behind), for the reference input.")
-        g.add(12, "LoadImage", (400, 560), (330, 320), [REFERENCE_IMAGE, "image"],
-              outputs=[("IMAGE", "IMAGE"), ("MASK", "MASK")])
-    steps.append(f"{len(steps) + 1}. Long clip: Load Video takes the whole clip (frames 0) at 8 fps. Context Windows "
-                 "(Manual) covers it with windows of 13 latent frames (the trained 49 video frames) overlapping by 4, "
-                 "dim 2 (the frame axis), standard_static, pyramid: each window's output frames see their own source "
-                 "frames, and ComfyUI blends the windows at every step. These are the WW_* long-clip workflow's "
-                 "windows; its blend is the same where each overlap is at most 7 frames and no frame is in three "
-                 "windows (e.g. 73-85, 109-121 or 145-157 video frames), close otherwise.")
-    steps.append(f"{len(steps) + 1}. Queue. Defaults are the authors' settings: 8 fps, 1280x704 (auto size), UniPC, "
-                 "50 steps, cfg 5, shift 5, seed 1234. The sampler's output is the translated clip (no Keep Target). "
-                 "ComfyUI loads the model partially and offloads the rest on small GPUs.")
-    note = "\n".join([
-        f"WorldWander {task.name} (native, long clip): {view_line(task)}, of any length, on ComfyUI's own model, "
-        "context windows, sampler and VAE Decode",
-        "",
-        *model_files_note(task, [
-            (transformer, "(Load Diffusion Model; a GGUF 5B via ComfyUI-GGUF's Unet Loader (GGUF), or an fp8 / "
-                          "fp8-scaled 5B file, works in its place)"),
-            (vae, ""),
-            (text_encoder, "(read only for prompts not yet in the pack's prompt cache)"),
-            (lora, f"(the WorldWander LoRA for {task.name})")]),
-        "",
-        "Text, the stock way: Load CLIP (CLIPLoader) type 'wan' with the same umt5 file, then two CLIP Text Encode "
-        f"nodes (\"{task.prompt}\" and an empty negative) into CFG Guider's positive and negative give the same "
-        "conditioning as WorldWander Text Encode.",
-        "Sampling: WorldWander Noise, Solver and Sigmas make SamplerCustomAdvanced reproduce the WorldWander Sampler "
-        "(the reference). WAN Context Windows (Manual) works too: context_length 49, overlap 16, standard_static, "
-        "FreeNoise off (on 0.33 and later its defaults, standard_uniform and FreeNoise on, move away from the "
-        "reference). Latent batch 1 only.",
-        "",
-        *steps,
-    ])
-    g.add(18, "Note", (400, 910), (560, 440), [note], title="Read me: model files")
-    g.link(1, 0, 2, "model")
-    g.link(4, 0, 5, "text_encoder")
-    g.link(2, 0, 7, "model")
-    g.link(3, 0, 7, "vae")
-    g.link(6, 0, 7, "source")
-    if task.uses_reference:
-        g.link(12, 0, 7, "reference")
-    g.link(7, 0, 19, "model")
-    g.link(19, 0, 8, "model")
-    g.link(5, 1, 8, "positive")
-    g.link(5, 2, 8, "negative")
-    g.link(9, 0, 13, "noise")
-    g.link(8, 0, 13, "guider")
-    g.link(10, 0, 13, "sampler")
-    g.link(11, 0, 13, "sigmas")
-    g.link(7, 1, 13, "latent_image")
-    g.link(13, 0, 15, "samples")
+    if long_clip:
+        g.link(13, 0, 15, "samples")
+    else:
+        g.link(13, 0, 14, "samples")
+        g.link(14, 0, 15, "samples")
     g.link(3, 0, 15, "vae")
     g.link(15, 0, 16, "images")
     g.link(6, 1, 16, "fit")
@@ -344,7 +282,7 @@ TEMPLATES = {
     "ego2exo_native": Template(lambda: build_native("ego2exo"), "ego -> exo, native",
                                "First-person clip and a photo of the wearer to a third-person view on "
                                "ComfyUI's own model loading: small GPUs, GGUF"),
-    "exo2ego_native_long_clip": Template(lambda: build_native_long_clip("exo2ego"), "exo -> ego, native, long clip",
+    "exo2ego_native_long_clip": Template(lambda: build_native("exo2ego", long_clip=True), "exo -> ego, native, long clip",
                                          "Third-person clip of any length to the first-person view, on ComfyUI's "
                                          "own model loading and context windows"),
 }
