@@ -11,15 +11,11 @@ must differ, so the comparison can tell.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .server import copy_comfyui
+from .worker_run import measure_in_worker
 
 WORKER = Path(__file__).with_name("windows_worker.py")
 EXACT = 1e-5  # the bound for "the same computation" (as in test_native_parity.py)
@@ -35,15 +31,7 @@ def _table(results: dict) -> str:
 
 @pytest.fixture(scope="module")
 def measured(comfy_path, tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("native_windows")
-    comfy_dir = copy_comfyui(comfy_path, work / "ComfyUI")
-    out = work / "measured.json"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    done = subprocess.run([sys.executable, str(WORKER), str(comfy_dir), str(work), str(out)], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0 or not out.is_file():
-        pytest.fail(f"windows_worker.py failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-12000:]}")
-    results = json.loads(out.read_text())
+    results = measure_in_worker(WORKER, comfy_path, tmp_path_factory.mktemp("native_windows"))
     print(f"\nComfyUI at {comfy_path}\n" + _table(results))
     return results
 
