@@ -17,6 +17,7 @@ import pytest
 
 from stub_comfy_host import host, nodes, run  # noqa: F401  (fixtures)
 from stub_comfy_host import models_dir  # noqa: F401
+from nodes.schema import schema_inputs
 from wan_egoexo.errors import InputError
 from wan_egoexo.video.clip_source import open_clip
 from wan_egoexo.video.read_write import read_video, write_video
@@ -145,11 +146,11 @@ def test_a_full_disk_is_not_an_empty_file():
 def test_load_video_takes_only_video_and_image_suffixes(host, nodes, name):  # noqa: F811
     (host.input / name).write_text("#EXTM3U\n")
     load = nodes["WorldWanderLoadVideo"]
-    assert "is not a video or image file" in load.VALIDATE_INPUTS(name)
+    assert "is not a video or image file" in load.validate_inputs(name)
     with pytest.raises(InputError, match="is not a video or image file"):
         run(nodes, "WorldWanderLoadVideo", name, width=64, height=64, frames=9, fps=8.0, frame_stride=1,
             start_frame=0, fit="stretch")
-    assert name not in load.INPUT_TYPES()["required"]["video"][0]
+    assert name not in schema_inputs(load)["video"].options
 
 
 def test_load_video_refuses_a_concat_script_and_reads_protocol_names_literally(host, nodes):  # noqa: F811
