@@ -150,4 +150,3 @@ def empty_file(path) -> Path:
     path = Path(path)
     path.write_bytes(b"")
     return path
-

@@ -362,4 +362,3 @@ def test_fuzzed_prompt_cache_entries(base, tmp_path, case):
     assert result is None or torch.equal(result, base["embedding"]), f"{what}: damaged numbers were returned"
     if mutated != data and kind in ("data", "nan"):
         assert result is None, f"{what}: changed tensor bytes were not detected"
-

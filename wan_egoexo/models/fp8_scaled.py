@@ -61,4 +61,3 @@ def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dt
     if scale is None:
         return weight.to(dtype)
     return (weight.float() * scale.to(device=weight.device, dtype=torch.float32).reshape(())).to(dtype)
-
