@@ -178,6 +178,17 @@ def build_in_context_latent(model, vae, source, task, positions, reference=None)
     return patched, {"samples": samples, "noise_mask": mask.to(samples.device)}
 
 
+def in_context_inputs() -> list:
+    """The inputs of both native in-context nodes: ComfyUI's MODEL and VAE, then WorldWander In-Context's
+    source, task, positions and reference (same names, rules and order)."""
+    return [
+        io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
+                                        "the task's LoRA from WorldWander LoRA (native)."),
+        io.Vae.Input("vae", tooltip="The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."),
+        source_input(), task_input(), positions_input(), reference_input(),
+    ]
+
+
 class WorldWanderInContextNative(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -187,13 +198,7 @@ class WorldWanderInContextNative(io.ComfyNode):
                         "the reference image) with the VAE into one LATENT with an empty target, and patches the "
                         "model's positions. Sample it with KSampler or SamplerCustomAdvanced, then WorldWander Keep "
                         "Target.",
-            # source, task, positions and reference follow WorldWander In-Context's rules: the same inputs
-            inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
-                                                "the task's LoRA from WorldWander LoRA (native)."),
-                io.Vae.Input("vae", tooltip="The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."),
-                source_input(), task_input(), positions_input(), reference_input(),
-            ],
+            inputs=in_context_inputs(),
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the task's collaborative positions (a "
                                                               "patched clone; the input model is unchanged)."),

@@ -28,9 +28,8 @@ from wan_egoexo.in_context.window_input import in_context_window
 
 from comfy_api.latest import io
 
-from .context import (NOT_CONNECTED, WorldWanderInContext, positions_input,
-                      reference_input, source_input, task_input)
-from .native_context import CATEGORY, InContextRope, encode_clip
+from .context import (NOT_CONNECTED, WorldWanderInContext)
+from .native_context import CATEGORY, InContextRope, encode_clip, in_context_inputs
 
 DIFFUSION_MODEL = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 WRAPPER_KEY = "worldwander_in_context_windows"
@@ -126,13 +125,7 @@ class WorldWanderInContextWindowsNative(io.ComfyNode):
                         "Put a context windows node (e.g. Context Windows (Manual), dim 2) between it and the "
                         "sampler: each window's target frames then see their own source frames, and ComfyUI blends "
                         "the windows. Decode the sampler's output directly (no Keep Target).",
-            # source, task, positions and reference follow WorldWander In-Context's rules: the same inputs
-            inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-TI2V-5B from Load Diffusion Model (fp16, fp8 or GGUF), with "
-                                                "the task's LoRA from WorldWander LoRA (native)."),
-                io.Vae.Input("vae", tooltip="The Wan2.2 VAE (wan2.2_vae.safetensors) from Load VAE."),
-                source_input(), task_input(), positions_input(), reference_input(),
-            ],
+            inputs=in_context_inputs(),
             outputs=[
                 io.Model.Output(display_name="model",
                                 tooltip="The model holding the source (and reference) latents, with the task's "

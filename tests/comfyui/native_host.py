@@ -1,4 +1,4 @@
-"""ComfyUI imported in-process, for native_worker.py only (which runs in a process of its own, so no
+"""ComfyUI imported in-process, for the measuring workers only (native_worker.py, windows_worker.py; each runs in a process of its own, so no
 host state leaks into the test session): a temporary copy of the host first on sys.path, --cpu,
 its model folders pointed at the worker's tiny models, and this repository loaded as a custom node
 pack by ComfyUI's own loader (nodes.load_custom_node), exactly as the server loads it.
@@ -18,6 +18,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+
+
+def diff(native, core) -> dict:
+    """Max abs and relative difference of a native result against the core's (both as float64)."""
+    native, core = native.detach().double().cpu(), core.detach().double().cpu()
+    if native.shape != core.shape:
+        raise AssertionError(f"shapes differ: native {tuple(native.shape)}, core {tuple(core.shape)}")
+    max_abs = float((native - core).abs().max())
+    return {"max_abs": max_abs, "rel": max_abs / float(core.abs().max())}
 
 
 def _host_first_on_path(comfy_dir: Path) -> None:

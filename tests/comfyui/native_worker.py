@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from native_host import REPO_ROOT, run_node, start_host
+from native_host import REPO_ROOT, diff, run_node, start_host
 
 sys.path += [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
@@ -51,14 +51,6 @@ class _Payload:
 
     def __reduce__(self):
         return (self.fn, self.args)
-
-
-def diff(native, core) -> dict:
-    native, core = native.detach().double().cpu(), core.detach().double().cpu()
-    if native.shape != core.shape:
-        raise AssertionError(f"shapes differ: native {tuple(native.shape)}, core {tuple(core.shape)}")
-    max_abs = float((native - core).abs().max())
-    return {"max_abs": max_abs, "rel": max_abs / float(core.abs().max())}
 
 
 def write_loras(transformer, loras: Path, marker: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from native_host import REPO_ROOT, run_node, start_host
+from native_host import REPO_ROOT, diff, run_node, start_host
 
 sys.path += [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 
@@ -58,14 +58,6 @@ CASES = {
 EQUAL = ("pyramid L13 ov4, 22 frames, exo2ego, unipc", "pyramid L13 ov4, 22 frames, ego2exo, euler",
          "flat L13 ov1, 25 frames, ego2exo, unipc", "WAN node 49/16 pyramid, 22 frames, exo2ego, unipc",
          "no windows, 5 frames, ego2exo, unipc")
-
-
-def diff(native, core) -> dict:
-    native, core = native.detach().double().cpu(), core.detach().double().cpu()
-    if native.shape != core.shape:
-        raise AssertionError(f"shapes differ: native {tuple(native.shape)}, core {tuple(core.shape)}")
-    max_abs = float((native - core).abs().max())
-    return {"max_abs": max_abs, "rel": max_abs / float(core.abs().max())}
 
 
 def clip(latent_frames: int):
